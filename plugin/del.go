@@ -1,0 +1,134 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/plexus-cni/plexus/plugin/delegate"
+)
+
+// rollbackTimeout bounds the cleanup of a failed ADD, which runs even when
+// the ADD's own deadline has passed.
+const rollbackTimeout = 30 * time.Second
+
+// Del undoes a sandbox's attachments from its record alone: no API server,
+// no network definition and no netns are needed. Every delegate gets its
+// DEL even when another fails; the record stays until all succeeded, so
+// the runtime's retry finishes the job. No record means nothing to undo.
+func (e *Engine) Del(ctx context.Context, req *Request) error {
+	unlock, err := e.Store.Lock(ctx, req.ContainerID)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	defer unlock()
+	if err := e.teardown(ctx, req.ContainerID, req.NetNS); err != nil {
+		return err
+	}
+	e.Store.ForgetLock(req.ContainerID)
+	return nil
+}
+
+// Check runs CHECK on every recorded attachment.
+func (e *Engine) Check(ctx context.Context, req *Request) error {
+	unlock, err := e.Store.Lock(ctx, req.ContainerID)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	defer unlock()
+	rec, err := e.Store.Load(req.ContainerID)
+	if errors.Is(err, os.ErrNotExist) {
+		return types.NewError(types.ErrUnknownContainer, fmt.Sprintf("no attachment record for container %s", req.ContainerID), "")
+	}
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	for i := range rec.Attachments {
+		if err := delegate.Check(ctx, e.CNI, rec.ContainerID, req.NetNS, &rec.Attachments[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StatusCheck answers the runtime's STATUS with the default network's:
+// plexus is ready to add pods when the network every pod gets is.
+func (e *Engine) StatusCheck(ctx context.Context, req *Request) error {
+	conf, err := parseNetConf(req.Config)
+	if err != nil {
+		return err
+	}
+	def, err := e.defaultAttachment(ctx, nil, conf, "")
+	if err != nil {
+		return err
+	}
+	list, err := delegate.ConfList(def)
+	if err != nil {
+		return err
+	}
+	if err := e.CNI.GetStatusNetworkList(ctx, list); err != nil {
+		return fmt.Errorf("default network %s: %w", def.Network, err)
+	}
+	return nil
+}
+
+// GC tears down every recorded sandbox the runtime no longer lists, then
+// lets every network plexus knows of collect what is not in the live list,
+// so that leaked addresses are found even without a record.
+func (e *Engine) GC(ctx context.Context, req *Request) error {
+	conf, err := parseNetConf(req.Config)
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, a := range conf.ValidAttachments {
+		live[a.ContainerID] = true
+	}
+	ids, err := e.Store.IDs()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	var errs []error
+	networks := map[string]*libcni.NetworkConfigList{}
+	valid := map[string][]types.GCAttachment{}
+	for _, id := range ids {
+		if !live[id] {
+			if err := e.Del(ctx, &Request{Command: "DEL", ContainerID: id}); err != nil {
+				errs = append(errs, fmt.Errorf("container %s: %w", id, err))
+			}
+			continue
+		}
+		rec, err := e.Store.Load(id)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		for i := range rec.Attachments {
+			a := &rec.Attachments[i]
+			list, err := delegate.ConfList(a)
+			if err != nil {
+				continue
+			}
+			networks[list.Name] = list
+			valid[list.Name] = append(valid[list.Name], types.GCAttachment{ContainerID: id, IfName: a.IfName})
+		}
+	}
+	// The runtime's own list names the default network's live attachments
+	// exactly, records or not.
+	if def, err := e.defaultAttachment(ctx, nil, conf, ""); err == nil {
+		if list, err := delegate.ConfList(def); err == nil {
+			networks[list.Name] = list
+			valid[list.Name] = append(valid[list.Name], conf.ValidAttachments...)
+		}
+	}
+	for name, list := range networks {
+		if err := e.CNI.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: valid[name]}); err != nil {
+			errs = append(errs, fmt.Errorf("GC network %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

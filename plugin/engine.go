@@ -1,0 +1,105 @@
+// Package plugin is the CNI core of plexus: it turns a runtime's CNI call
+// and a pod's network selections into delegate calls, all or nothing, and
+// keeps the attachment record that lets DEL undo them. It needs no
+// Kubernetes client: pods and network definitions come through the Pods and
+// Networks interfaces.
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/plexus-cni/plexus/plugin/record"
+	"github.com/plexus-cni/plexus/plugin/shimapi"
+)
+
+// Pod is what the core needs to know of a pod.
+type Pod struct {
+	Namespace   string
+	Name        string
+	UID         string
+	Annotations map[string]string
+}
+
+// Pods finds the pod a sandbox belongs to. uid is the runtime's
+// K8S_POD_UID; an implementation must not return a pod with another UID.
+type Pods interface {
+	Pod(ctx context.Context, namespace, name, uid string) (*Pod, error)
+}
+
+// ErrNetworkNotFound is wrapped by Networks when a definition does not exist.
+var ErrNetworkNotFound = errors.New("not found")
+
+// Networks finds NetworkAttachmentDefinitions.
+type Networks interface {
+	Network(ctx context.Context, key k8stypes.NamespacedName) (*nadv1.NetworkAttachmentDefinition, error)
+}
+
+// StatusPublisher receives a pod's network status after a successful ADD,
+// to write it to the API server off the ADD's path, and is told when a
+// sandbox is gone so that an unwritten status can be dropped.
+type StatusPublisher interface {
+	Publish(pod record.PodRef, containerID string, status []nadv1.NetworkStatus)
+	Retract(containerID string)
+}
+
+// Engine runs CNI operations. Its zero value is not usable: set CNI, Store
+// and ConfDir at least.
+type Engine struct {
+	// CNI executes delegates (a *libcni.CNIConfig with plexus's cache dir).
+	CNI   libcni.CNI
+	Store *record.Store
+	// ConfDir is the node's CNI conf dir: the default network and
+	// definitions with an empty spec.config are read from there.
+	ConfDir string
+	// DefaultNetwork names the default network's config; empty picks the
+	// first config in ConfDir that is not plexus's own.
+	DefaultNetwork string
+	Pods           Pods
+	Networks       Networks
+	Status         StatusPublisher
+	// IsolateNamespaces restricts pods to definitions of their own
+	// namespace and of GlobalNamespaces.
+	IsolateNamespaces bool
+	GlobalNamespaces  []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
+// Do runs one CNI call and returns what the shim prints: the result of an
+// ADD in the runtime's CNI version, nothing for the other commands.
+func (e *Engine) Do(ctx context.Context, req *Request) (types.Result, error) {
+	if err := record.CheckContainerID(req.ContainerID); err != nil && req.Command != "GC" && req.Command != "STATUS" {
+		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	switch req.Command {
+	case "ADD":
+		return e.Add(ctx, req)
+	case "DEL":
+		return nil, e.Del(ctx, req)
+	case "CHECK":
+		return nil, e.Check(ctx, req)
+	case "STATUS":
+		return nil, e.StatusCheck(ctx, req)
+	case "GC":
+		return nil, e.GC(ctx, req)
+	}
+	return nil, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("unknown CNI_COMMAND %q", req.Command), "")
+}
+
+// Request is one CNI call, as the shim relays it.
+type Request = shimapi.Request

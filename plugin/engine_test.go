@@ -1,0 +1,507 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+
+	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/plugintest"
+	"github.com/plexus-cni/plexus/plugin/record"
+)
+
+type M = plugintest.M
+
+// pods and networks stand in for the API server: the core takes them
+// through interfaces, and the daemon's tests cover the real one.
+type pods map[string]*plugin.Pod
+
+func (p pods) Pod(_ context.Context, ns, name, uid string) (*plugin.Pod, error) {
+	pod, ok := p[ns+"/"+name]
+	if !ok || (uid != "" && pod.UID != uid) {
+		return nil, errors.New("pod not found")
+	}
+	return pod, nil
+}
+
+type networks struct {
+	mu   sync.Mutex
+	nads map[k8stypes.NamespacedName]*nadv1.NetworkAttachmentDefinition
+}
+
+func (n *networks) Network(_ context.Context, key k8stypes.NamespacedName) (*nadv1.NetworkAttachmentDefinition, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	nad, ok := n.nads[key]
+	if !ok {
+		return nil, plugin.ErrNetworkNotFound
+	}
+	return nad, nil
+}
+
+type published struct {
+	mu        sync.Mutex
+	status    map[string][]nadv1.NetworkStatus
+	retracted []string
+}
+
+func (p *published) Publish(_ record.PodRef, id string, s []nadv1.NetworkStatus) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status[id] = s
+}
+
+func (p *published) Retract(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.retracted = append(p.retracted, id)
+}
+
+type fixture struct {
+	t         *testing.T
+	engine    *plugin.Engine
+	version   string
+	confDir   string
+	dataDir   string
+	stateDir  string
+	nets      *networks
+	pods      pods
+	published *published
+}
+
+func newFixture(t *testing.T, version string) *fixture {
+	t.Helper()
+	plugintest.RequireRoot(t)
+	binDir := plugintest.PluginsDir(t)
+	root := t.TempDir()
+	f := &fixture{
+		t:         t,
+		version:   version,
+		confDir:   filepath.Join(root, "net.d"),
+		dataDir:   filepath.Join(root, "ipam"),
+		stateDir:  filepath.Join(root, "state"),
+		nets:      &networks{nads: map[k8stypes.NamespacedName]*nadv1.NetworkAttachmentDefinition{}},
+		pods:      pods{},
+		published: &published{status: map[string][]nadv1.NetworkStatus{}},
+	}
+	if err := os.MkdirAll(f.confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bridge := plugintest.Name("plxb")
+	plugintest.DeleteLinkOnCleanup(t, bridge)
+	f.writeConf("10-default.conflist", plugintest.BridgeList("defnet", version, bridge, "10.240.0.0/24", f.dataDir))
+	store, err := record.NewStore(f.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.engine = &plugin.Engine{
+		CNI:               libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(root, "cache"), nil),
+		Store:             store,
+		ConfDir:           f.confDir,
+		Pods:              f.pods,
+		Networks:          f.nets,
+		Status:            f.published,
+		IsolateNamespaces: true,
+		GlobalNamespaces:  []string{"default"},
+	}
+	return f
+}
+
+func (f *fixture) writeConf(name, content string) {
+	f.t.Helper()
+	if err := os.WriteFile(filepath.Join(f.confDir, name), []byte(content), 0o644); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *fixture) addNAD(ns, name, config string) {
+	f.nets.mu.Lock()
+	defer f.nets.mu.Unlock()
+	f.nets.nads[k8stypes.NamespacedName{Namespace: ns, Name: name}] = &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
+	}
+}
+
+func (f *fixture) addPod(ns, name string, annotations map[string]string) *plugin.Pod {
+	p := &plugin.Pod{Namespace: ns, Name: name, UID: "uid-" + name, Annotations: annotations}
+	f.pods[ns+"/"+name] = p
+	return p
+}
+
+// staticNet is macvlan with static IPAM that honours the "ips" and "mac"
+// capabilities; hostLocalNet is a plain .conf (one plugin) with host-local.
+func (f *fixture) staticNet(name string) string {
+	return plugintest.Conf(M{"cniVersion": f.version, "name": name, "plugins": []M{{
+		"type": "macvlan", "master": plugintest.Veth(f.t), "mode": "bridge",
+		"capabilities": M{"ips": true, "mac": true},
+		"ipam":         M{"type": "static"},
+	}}})
+}
+
+func (f *fixture) hostLocalNet(subnet string) string {
+	return plugintest.Conf(M{"cniVersion": f.version, "type": "macvlan", "master": plugintest.Veth(f.t),
+		"mode": "bridge", "ipam": plugintest.HostLocal(subnet, f.dataDir)})
+}
+
+func (f *fixture) req(cmd, id string, netns ns.NetNS, pod *plugin.Pod) *plugin.Request {
+	r := &plugin.Request{
+		Command:     cmd,
+		ContainerID: id,
+		IfName:      "eth0",
+		Config:      []byte(plugintest.Conf(M{"cniVersion": f.version, "name": "plexus", "type": "plexus"})),
+	}
+	if netns != nil {
+		r.NetNS = netns.Path()
+	}
+	if pod != nil {
+		r.Args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + pod.Namespace + ";K8S_POD_NAME=" + pod.Name +
+			";K8S_POD_INFRA_CONTAINER_ID=" + id + ";K8S_POD_UID=" + pod.UID
+	}
+	return r
+}
+
+func (f *fixture) do(r *plugin.Request) (types.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return f.engine.Do(ctx, r)
+}
+
+func (f *fixture) mustDo(r *plugin.Request) types.Result {
+	f.t.Helper()
+	res, err := f.do(r)
+	if err != nil {
+		f.t.Fatalf("%s: %v", r.Command, err)
+	}
+	return res
+}
+
+// assertClean checks that nothing of a sandbox is left: no interface but
+// lo in its netns, no IPAM allocation, no record.
+func (f *fixture) assertClean(netns ns.NetNS, id string, ipamNetworks ...string) {
+	f.t.Helper()
+	if netns != nil {
+		if links := plugintest.Links(f.t, netns); !slices.Equal(links, []string{"lo"}) {
+			f.t.Errorf("links left in the pod netns: %v", links)
+		}
+	}
+	for _, n := range append([]string{"defnet"}, ipamNetworks...) {
+		if ips := plugintest.Allocations(f.t, f.dataDir, n); len(ips) > 0 {
+			f.t.Errorf("host-local allocations leaked in %s: %v", n, ips)
+		}
+	}
+	if _, err := f.engine.Store.Load(id); !errors.Is(err, os.ErrNotExist) {
+		f.t.Errorf("record of %s still there (err %v)", id, err)
+	}
+}
+
+func TestAddAttachesEveryNetworkInOrder(t *testing.T) {
+	for _, version := range []string{"0.3.1", "0.4.0", "1.0.0", "1.1.0"} {
+		t.Run(version, func(t *testing.T) {
+			f := newFixture(t, version)
+			f.addNAD("team", "static-net", f.staticNet("static-net"))
+			f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+			f.addNAD("default", "shared-net", f.hostLocalNet("10.242.0.0/24"))
+			pod := f.addPod("team", "web", map[string]string{
+				"k8s.v1.cni.cncf.io/networks": `[
+				  {"name":"static-net","ips":["192.168.77.5/24"],"mac":"02:aa:bb:cc:dd:01"},
+				  {"name":"hl-net","interface":"data0"},
+				  {"name":"shared-net","namespace":"default"}]`,
+			})
+			netns := plugintest.NewNS(t)
+			res := f.mustDo(f.req("ADD", "c1", netns, pod))
+
+			if res.Version() != version {
+				t.Errorf("result version %s, want the runtime's %s", res.Version(), version)
+			}
+			eth0, ok := plugintest.LinkIn(t, netns, "eth0")
+			if !ok || len(eth0.Addrs) != 1 || !strings.HasPrefix(eth0.Addrs[0], "10.240.0.") {
+				t.Errorf("eth0 = %+v (present %v), want one 10.240.0.x address", eth0, ok)
+			}
+			net1, ok := plugintest.LinkIn(t, netns, "net1")
+			if !ok || net1.MAC != "02:aa:bb:cc:dd:01" || !slices.Equal(net1.Addrs, []string{"192.168.77.5/24"}) {
+				t.Errorf("net1 = %+v (present %v), want MAC 02:aa:bb:cc:dd:01 and 192.168.77.5/24", net1, ok)
+			}
+			data0, ok := plugintest.LinkIn(t, netns, "data0")
+			if !ok || len(data0.Addrs) != 1 || !strings.HasPrefix(data0.Addrs[0], "10.241.0.") {
+				t.Errorf("data0 = %+v (present %v), want a 10.241.0.x address", data0, ok)
+			}
+			if _, ok := plugintest.LinkIn(t, netns, "net3"); !ok {
+				t.Errorf("net3 (third selection, no interface asked) missing: %v", plugintest.Links(t, netns))
+			}
+
+			// The runtime gets the default network's IPs and every interface.
+			cur, err := current.NewResultFromResult(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var sandboxIfs []string
+			for _, i := range cur.Interfaces {
+				if i.Sandbox != "" {
+					sandboxIfs = append(sandboxIfs, i.Name)
+				}
+			}
+			if !slices.Equal(sandboxIfs, []string{"eth0", "net1", "data0", "net3"}) {
+				t.Errorf("result sandbox interfaces %v", sandboxIfs)
+			}
+			if len(cur.IPs) != 1 || !strings.HasPrefix(cur.IPs[0].Address.String(), "10.240.0.") {
+				t.Errorf("result IPs %v, want the default network's only", cur.IPs)
+			}
+
+			status := f.published.status["c1"]
+			var names []string
+			for _, s := range status {
+				names = append(names, s.Name+"@"+s.Interface)
+			}
+			want := []string{"defnet@eth0", "team/static-net@net1", "team/hl-net@data0", "default/shared-net@net3"}
+			if !slices.Equal(names, want) {
+				t.Fatalf("status entries %v, want %v", names, want)
+			}
+			if !status[0].Default || status[1].Default || status[1].Mac != "02:aa:bb:cc:dd:01" ||
+				!slices.Equal(status[1].IPs, []string{"192.168.77.5"}) {
+				t.Errorf("status entries %+v", status)
+			}
+
+			f.mustDo(f.req("CHECK", "c1", netns, pod))
+			f.mustDo(f.req("DEL", "c1", netns, pod))
+			f.assertClean(netns, "c1", "hl-net", "shared-net")
+			if !slices.Contains(f.published.retracted, "c1") {
+				t.Errorf("status of a deleted sandbox not retracted")
+			}
+		})
+	}
+}
+
+func TestFailedDelegateRollsBackEverything(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	f.addNAD("team", "broken", plugintest.Conf(M{"cniVersion": "1.0.0", "type": "macvlan",
+		"master": "plxnosuchlink0", "ipam": plugintest.HostLocal("10.243.0.0/24", f.dataDir)}))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net, hl-net, broken"})
+	netns := plugintest.NewNS(t)
+
+	_, err := f.do(f.req("ADD", "c1", netns, pod))
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) {
+		t.Fatalf("ADD error %v is not a CNI error", err)
+	}
+	if !strings.Contains(err.Error(), "team/broken") || !strings.Contains(err.Error(), "macvlan") ||
+		!strings.Contains(err.Error(), "net3") || !strings.Contains(err.Error(), "Link not found") {
+		t.Errorf("error %q does not say which network, delegate, interface and why", err)
+	}
+	f.assertClean(netns, "c1", "hl-net", "broken")
+	if len(f.published.status) != 0 {
+		t.Errorf("status published for a failed ADD: %v", f.published.status)
+	}
+}
+
+func TestDelIsIdempotentAndNeedsNothingButTheRecord(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
+
+	t.Run("twice", func(t *testing.T) {
+		netns := plugintest.NewNS(t)
+		f.mustDo(f.req("ADD", "twice", netns, pod))
+		f.mustDo(f.req("DEL", "twice", netns, pod))
+		f.mustDo(f.req("DEL", "twice", netns, pod))
+		f.assertClean(netns, "twice", "hl-net")
+	})
+	t.Run("netns gone", func(t *testing.T) {
+		netns := plugintest.NewNS(t)
+		f.mustDo(f.req("ADD", "gone", netns, pod))
+		r := f.req("DEL", "gone", nil, pod)
+		if err := netns.Close(); err != nil {
+			t.Fatal(err)
+		}
+		f.mustDo(r)
+		f.assertClean(nil, "gone", "hl-net")
+	})
+	t.Run("definition changed then deleted", func(t *testing.T) {
+		netns := plugintest.NewNS(t)
+		f.mustDo(f.req("ADD", "changed", netns, pod))
+		f.addNAD("team", "hl-net", f.hostLocalNet("10.250.0.0/24"))
+		f.nets.mu.Lock()
+		f.nets.nads = map[k8stypes.NamespacedName]*nadv1.NetworkAttachmentDefinition{}
+		f.nets.mu.Unlock()
+		f.pods = pods{}
+		f.engine.Pods = f.pods
+		f.mustDo(f.req("DEL", "changed", netns, pod))
+		f.assertClean(netns, "changed", "hl-net")
+	})
+	t.Run("no record", func(t *testing.T) {
+		f.mustDo(f.req("DEL", "never-added", nil, pod))
+	})
+}
+
+func TestDefaultRouteMovesToTheSelectedNetwork(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	pod := f.addPod("team", "web", map[string]string{
+		"k8s.v1.cni.cncf.io/networks": `[{"name":"hl-net","default-route":["10.241.0.254"]}]`,
+	})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	if routes := plugintest.DefaultRoutes(t, netns); !slices.Equal(routes, []string{"10.241.0.254 net1"}) {
+		t.Errorf("default routes %v, want exactly one via 10.241.0.254 on net1", routes)
+	}
+	status := f.published.status["c1"]
+	if len(status) != 2 || len(status[0].Gateway) != 0 || !slices.Equal(status[1].Gateway, []string{"10.241.0.254"}) {
+		t.Errorf("status gateways: %+v", status)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "hl-net")
+
+	// Without the selection's field, the default network keeps the route.
+	pod2 := f.addPod("team", "plain", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
+	netns2 := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c2", netns2, pod2))
+	routes := plugintest.DefaultRoutes(t, netns2)
+	if len(routes) != 1 || !strings.HasSuffix(routes[0], " eth0") {
+		t.Errorf("default routes %v, want one via eth0", routes)
+	}
+	f.mustDo(f.req("DEL", "c2", netns2, pod2))
+}
+
+func TestBadRequestsFailBeforeAnythingIsCreated(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	f.addNAD("other", "private", f.hostLocalNet("10.244.0.0/24"))
+	f.addNAD("team", "no-type", `{"cniVersion":"1.0.0","name":"x"}`)
+	cases := []struct {
+		name, annotation string
+		want             []string
+	}{
+		{"missing definition", "nope", []string{"pod team/web", "network team/nope not found"}},
+		{"ips without capability", `[{"name":"hl-net","ips":["10.241.0.9/24"]}]`, []string{"team/hl-net", `"ips"`, "macvlan"}},
+		{"mac without capability", `[{"name":"hl-net","mac":"02:00:00:00:00:09"}]`, []string{"team/hl-net", `"mac"`}},
+		{"duplicate interface", `[{"name":"hl-net","interface":"eth0"}]`, []string{"team/hl-net", `"interface"`, "eth0"}},
+		{"duplicate generated name", `[{"name":"hl-net"},{"name":"hl-net","interface":"net1"}]`, []string{"net1", "already used"}},
+		{"namespace isolation", "other/private", []string{"other/private", "namespace isolation"}},
+		{"malformed annotation", `[{"name":"hl-net"`, []string{"pod team/web", "JSON"}},
+		{"bad definition", "no-type", []string{"team/no-type", "spec.config"}},
+		{"two default routes", `[{"name":"hl-net","default-route":[]},{"name":"hl-net","default-route":[]}]`, []string{"default-route"}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": c.annotation})
+			netns := plugintest.NewNS(t)
+			id := "bad" + string(rune('a'+i))
+			_, err := f.do(f.req("ADD", id, netns, pod))
+			if err == nil {
+				t.Fatal("ADD succeeded")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			f.assertClean(netns, id, "hl-net", "private")
+		})
+	}
+}
+
+func TestDefinitionsFromTheConfDirAndDefaultNetworkOverride(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	// Empty spec.config: the file whose network name is the definition's.
+	f.writeConf("50-onnode.conf", f.hostLocalNet("10.245.0.0/24")[:0]+plugintest.Conf(M{
+		"cniVersion": "1.0.0", "name": "on-node", "type": "macvlan", "master": plugintest.Veth(t),
+		"ipam": plugintest.HostLocal("10.245.0.0/24", f.dataDir)}))
+	f.addNAD("team", "on-node", "")
+	// A definition without name or cniVersion gets both filled in.
+	f.addNAD("team", "alt-default", plugintest.Conf(M{"type": "macvlan", "master": plugintest.Veth(t),
+		"ipam": plugintest.HostLocal("10.246.0.0/24", f.dataDir)}))
+	pod := f.addPod("team", "web", map[string]string{
+		"k8s.v1.cni.cncf.io/networks":      "on-node",
+		"v1.multus-cni.io/default-network": "alt-default",
+	})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	eth0, _ := plugintest.LinkIn(t, netns, "eth0")
+	net1, _ := plugintest.LinkIn(t, netns, "net1")
+	if len(eth0.Addrs) != 1 || !strings.HasPrefix(eth0.Addrs[0], "10.246.0.") {
+		t.Errorf("eth0 %+v, want the overriding default network's 10.246.0.x", eth0)
+	}
+	if len(net1.Addrs) != 1 || !strings.HasPrefix(net1.Addrs[0], "10.245.0.") {
+		t.Errorf("net1 %+v, want the conf-dir network's 10.245.0.x", net1)
+	}
+	if got := plugintest.Allocations(t, f.dataDir, "defnet"); len(got) != 0 {
+		t.Errorf("the replaced default network was called: %v", got)
+	}
+	status := f.published.status["c1"]
+	if len(status) != 2 || status[0].Name != "team/alt-default" || !status[0].Default {
+		t.Errorf("status %+v", status)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "alt-default", "on-node")
+}
+
+func TestNoKubernetesArgsAttachesTheDefaultNetworkOnly(t *testing.T) {
+	f := newFixture(t, "1.1.0")
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, nil))
+	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo", "eth0"}) {
+		t.Errorf("links %v", links)
+	}
+	if len(f.published.status) != 0 {
+		t.Errorf("status published without a pod")
+	}
+	f.mustDo(f.req("STATUS", "", nil, nil))
+	f.mustDo(f.req("DEL", "c1", netns, nil))
+	f.assertClean(netns, "c1")
+}
+
+func TestGCTearsDownSandboxesTheRuntimeNoLongerHas(t *testing.T) {
+	f := newFixture(t, "1.1.0")
+	f.addNAD("team", "hl-net", plugintest.Conf(M{"cniVersion": "1.1.0", "type": "macvlan",
+		"master": plugintest.Veth(t), "ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)}))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
+	live, stale := plugintest.NewNS(t), plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "live", live, pod))
+	f.mustDo(f.req("ADD", "stale", stale, pod))
+
+	gc := f.req("GC", "", nil, nil)
+	gc.Config = []byte(plugintest.Conf(M{"cniVersion": "1.1.0", "name": "plexus", "type": "plexus",
+		"cni.dev/valid-attachments": []M{{"containerID": "live", "ifname": "eth0"}}}))
+	f.mustDo(gc)
+
+	if _, err := f.engine.Store.Load("stale"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale record kept: %v", err)
+	}
+	if got := plugintest.Allocations(t, f.dataDir, "defnet"); len(got) != 1 {
+		t.Errorf("default network allocations after GC %v, want the live pod's only", got)
+	}
+	if got := plugintest.Allocations(t, f.dataDir, "hl-net"); len(got) != 1 {
+		t.Errorf("hl-net allocations after GC %v, want the live pod's only", got)
+	}
+	f.mustDo(f.req("DEL", "live", live, pod))
+	f.assertClean(live, "live", "hl-net")
+}
+
+func TestRecordIsWrittenBeforeDelegatesRun(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	// A delegate that is not installed fails after the default network was
+	// added: the record must have been there to undo it.
+	f.addNAD("team", "missing-plugin", `{"cniVersion":"1.0.0","type":"plxnosuchplugin"}`)
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "missing-plugin"})
+	netns := plugintest.NewNS(t)
+	_, err := f.do(f.req("ADD", "c1", netns, pod))
+	if err == nil || !strings.Contains(err.Error(), "plxnosuchplugin") {
+		t.Fatalf("ADD error %v, want the missing plugin named", err)
+	}
+	f.assertClean(netns, "c1")
+}

@@ -1,0 +1,202 @@
+// Package record keeps the attachment record of a pod sandbox: everything
+// plexus will hand to each delegate, written before the first delegate runs,
+// so that DEL can always undo an ADD, even with the API server down, the
+// network definition deleted, or the daemon gone.
+//
+// It imports the standard library and the CNI library only, because the
+// shim links it to tear down a sandbox when the daemon cannot be reached.
+package record
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"time"
+)
+
+// FormatVersion is bumped whenever a change to Record would make an older
+// reader misread a newer file.
+const FormatVersion = 1
+
+// Record is everything plexus did, or is about to do, for one sandbox.
+type Record struct {
+	Version     int          `json:"version"`
+	ContainerID string       `json:"containerID"`
+	NetNS       string       `json:"netns"`
+	Pod         PodRef       `json:"pod,omitempty"`
+	CNIVersion  string       `json:"cniVersion"`
+	Created     time.Time    `json:"created"`
+	Attachments []Attachment `json:"attachments"`
+}
+
+// PodRef names the pod a sandbox belongs to, empty outside Kubernetes.
+type PodRef struct {
+	Namespace string `json:"namespace,omitempty"`
+	Name      string `json:"name,omitempty"`
+	UID       string `json:"uid,omitempty"`
+}
+
+// Attachment is one delegate call: the exact configuration list and
+// arguments its ADD got, so that its DEL gets the same and frees the same
+// IPAM allocation.
+type Attachment struct {
+	// Network is "namespace/name" for a NetworkAttachmentDefinition, or the
+	// network name of a configuration file on the node.
+	Network string `json:"network"`
+	// Default marks the pod's default (cluster) network.
+	Default        bool                   `json:"default,omitempty"`
+	IfName         string                 `json:"ifname"`
+	Config         json.RawMessage        `json:"config"`
+	Args           [][2]string            `json:"args,omitempty"`
+	CapabilityArgs map[string]interface{} `json:"capabilityArgs,omitempty"`
+	// DefaultRoute lists the gateways the pod's default route must use
+	// through this attachment, when the pod asked to move it here.
+	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// Result is the delegate's ADD result in the current CNI version;
+	// empty until the ADD succeeded.
+	Result json.RawMessage `json:"result,omitempty"`
+	// DeviceInfo is the device-info a device plugin or delegate gave.
+	DeviceInfo json.RawMessage `json:"deviceInfo,omitempty"`
+}
+
+// Added reports whether the delegate's ADD completed.
+func (a *Attachment) Added() bool { return len(a.Result) > 0 }
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
+
+// CheckContainerID refuses ids that would escape the state directory or
+// collide with its own files.
+func CheckContainerID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("invalid container id %q: want 1-255 of [A-Za-z0-9_.-], starting alphanumeric", id)
+	}
+	return nil
+}
+
+// Store keeps records as one JSON file per container id in Dir.
+type Store struct {
+	Dir string
+}
+
+// NewStore makes the store's directories.
+func NewStore(dir string) (*Store, error) {
+	for _, d := range []string{dir, filepath.Join(dir, "locks")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("record store: %w", err)
+		}
+	}
+	return &Store{Dir: dir}, nil
+}
+
+func (s *Store) path(id string) string { return filepath.Join(s.Dir, id+".json") }
+
+// Save writes r atomically and durably: a reader sees the old record or the
+// new one, never a part, and a crash after Save returns keeps the new one.
+func (s *Store) Save(r *Record) error {
+	if err := CheckContainerID(r.ContainerID); err != nil {
+		return err
+	}
+	r.Version = FormatVersion
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	if err := WriteFileAtomic(s.path(r.ContainerID), data, 0o600); err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	return nil
+}
+
+// Load reads the record of a container; the error wraps os.ErrNotExist when
+// there is none.
+func (s *Store) Load(id string) (*Record, error) {
+	if err := CheckContainerID(id); err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(s.path(id))
+	if err != nil {
+		return nil, fmt.Errorf("record %s: %w", id, err)
+	}
+	r := &Record{}
+	if err := json.Unmarshal(data, r); err != nil {
+		return nil, fmt.Errorf("record %s: corrupt: %w", id, err)
+	}
+	if r.Version > FormatVersion {
+		return nil, fmt.Errorf("record %s: format %d is newer than this plexus (%d)", id, r.Version, FormatVersion)
+	}
+	return r, nil
+}
+
+// Remove deletes a record; a missing one is not an error.
+func (s *Store) Remove(id string) error {
+	if err := CheckContainerID(id); err != nil {
+		return err
+	}
+	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("record %s: %w", id, err)
+	}
+	return syncDir(s.Dir)
+}
+
+// IDs lists the container ids that have a record, sorted.
+func (s *Store) IDs() ([]string, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("record store: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		name := e.Name()
+		if e.Type().IsRegular() && filepath.Ext(name) == ".json" {
+			id := name[:len(name)-len(".json")]
+			if CheckContainerID(id) == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	sort.Strings(ids)
+	return ids, nil
+}
+
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory, fsyncs it, renames it over path and fsyncs the directory.
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after a successful rename
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,67 @@
+package selection
+
+import (
+	"fmt"
+	"strings"
+)
+
+// parseShort parses the comma-separated form `name, ns/name, name@ifname`.
+func parseShort(value, podNamespace string) ([]Selection, error) {
+	items := strings.Split(value, ",")
+	out := make([]Selection, 0, len(items))
+	for i, item := range items {
+		s, err := parseShortItem(item)
+		if err != nil {
+			err.Index = i
+			return nil, err
+		}
+		if err := complete(&s, i, podNamespace); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// parseShortItem splits one `[ns/]name[@ifname]` item. '@' is split first
+// because an interface name may not contain '/', so "a@b/c" is a bad ifname
+// rather than a namespace "a@b".
+//
+// An explicitly empty part ("/name", "name@", "ns/") is rejected rather than
+// read as "use the default": it is almost always a typo, and the fix is
+// obvious from the message.
+func parseShortItem(item string) (Selection, *Error) {
+	item = strings.TrimSpace(item)
+	if item == "" {
+		return Selection{}, &Error{Field: "name", Reason: "empty item (stray comma?)"}
+	}
+	ref, ifName, hasIf := strings.Cut(item, "@")
+	if strings.Contains(ifName, "@") {
+		return Selection{}, &Error{Field: "interface", Reason: fmt.Sprintf("more than one '@' in %q", item)}
+	}
+	ns, name, hasNS := strings.Cut(ref, "/")
+	if !hasNS { // Cut puts the whole string in its first result
+		ns, name = "", ref
+	}
+	if strings.Contains(name, "/") {
+		return Selection{}, &Error{Field: "name", Reason: fmt.Sprintf("more than one '/' in %q", item)}
+	}
+	s := Selection{
+		Name:      strings.TrimSpace(name),
+		Namespace: strings.TrimSpace(ns),
+		Interface: strings.TrimSpace(ifName),
+	}
+	return s, checkShortParts(s, item, hasNS, hasIf)
+}
+
+// checkShortParts rejects the empty parts parseShortItem documents. A missing
+// name is left to validate, which words it the same way for both forms.
+func checkShortParts(s Selection, item string, hasNS, hasIf bool) *Error {
+	switch {
+	case hasNS && s.Namespace == "":
+		return &Error{Network: s.Name, Field: "namespace", Reason: fmt.Sprintf("empty namespace before '/' in %q", item)}
+	case hasIf && s.Interface == "":
+		return &Error{Network: networkName(s), Field: "interface", Reason: fmt.Sprintf("empty interface name after '@' in %q", item)}
+	}
+	return nil
+}
