@@ -3,9 +3,7 @@ package plugin
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
@@ -123,23 +121,16 @@ func (e *Engine) rollback(ctx context.Context, rec *record.Record, n int, cause 
 	return cause
 }
 
-// teardown undoes a sandbox's recorded attachments and removes the record.
-// No record is nothing to do.
+// teardown undoes a sandbox's recorded attachments and removes the record;
+// the caller holds the sandbox's lock.
 func (e *Engine) teardown(ctx context.Context, containerID, netns string) error {
-	rec, err := e.Store.Load(containerID)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
-	}
-	if err := delegate.Teardown(ctx, e.CNI, containerID, netns, rec.Attachments); err != nil {
+	if err := delegate.TeardownRecord(ctx, e.CNI, e.Store, containerID, netns); err != nil {
 		return err
 	}
 	if e.Status != nil {
 		e.Status.Retract(containerID)
 	}
-	return e.Store.Remove(containerID)
+	return nil
 }
 
 // mergeResults answers the runtime with the default network's result, its

@@ -22,15 +22,12 @@ const rollbackTimeout = 30 * time.Second
 // DEL even when another fails; the record stays until all succeeded, so
 // the runtime's retry finishes the job. No record means nothing to undo.
 func (e *Engine) Del(ctx context.Context, req *Request) error {
-	unlock, err := e.Store.Lock(ctx, req.ContainerID)
-	if err != nil {
-		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
-	}
-	defer unlock()
-	if err := e.teardown(ctx, req.ContainerID, req.NetNS); err != nil {
+	if err := delegate.DelSandbox(ctx, e.CNI, e.Store, req.ContainerID, req.NetNS); err != nil {
 		return err
 	}
-	e.Store.ForgetLock(req.ContainerID)
+	if e.Status != nil {
+		e.Status.Retract(req.ContainerID)
+	}
 	return nil
 }
 

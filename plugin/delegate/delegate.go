@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -139,4 +140,36 @@ func Teardown(ctx context.Context, cni libcni.CNI, containerID, netns string, at
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// DelSandbox undoes a sandbox from its record and removes the record and
+// its lock file; no record is nothing to do. It takes the sandbox's lock.
+func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
+	unlock, err := store.Lock(ctx, containerID)
+	if err != nil {
+		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+	}
+	defer unlock()
+	if err := TeardownRecord(ctx, cni, store, containerID, netns); err != nil {
+		return err
+	}
+	store.ForgetLock(containerID)
+	return nil
+}
+
+// TeardownRecord undoes a sandbox's recorded attachments and removes the
+// record; the caller holds the sandbox's lock. The record stays when a
+// delegate's DEL failed, so that a retried DEL finishes the job.
+func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
+	rec, err := store.Load(containerID)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	if err := Teardown(ctx, cni, containerID, netns, rec.Attachments); err != nil {
+		return err
+	}
+	return store.Remove(containerID)
 }

@@ -98,6 +98,11 @@ func fillName(raw map[string]interface{}, fallback string) error {
 		raw["name"] = fallback
 	case string:
 		if name == "" {
+			// An empty name is as missing as no name: delegates such as
+			// host-local key their state on it.
+			if fallback == "" {
+				return errors.New(`config has no "name"`)
+			}
 			raw["name"] = fallback
 		}
 	default:

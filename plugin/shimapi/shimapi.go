@@ -27,3 +27,20 @@ type Request struct {
 // commands without a result). A failed call answers another status with a
 // CNI error object ({"code","msg","details"}) as the body, which the shim
 // prints as its own error, code unchanged.
+
+// DefaultStateDir holds the records and the delegates' libcni cache.
+const DefaultStateDir = "/var/lib/plexus"
+
+// RecordsDir and CacheDir lay out a state dir; the daemon and the shim's
+// own teardown must agree on them.
+func RecordsDir(stateDir string) string { return stateDir + "/records" }
+
+// CacheDir is libcni's result cache of the delegates.
+func CacheDir(stateDir string) string { return stateDir + "/cache" }
+
+// NodeConf is what the shim reads of plexus's own entry in the node's
+// conflist, besides the standard fields.
+type NodeConf struct {
+	SocketPath string `json:"socketPath,omitempty"`
+	StateDir   string `json:"stateDir,omitempty"`
+}

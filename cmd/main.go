@@ -1,0 +1,63 @@
+// Command plexus-daemon is the plexus node daemon: it serves the CNI shim's
+// calls on the node socket and writes the pods' network status.
+package main
+
+import (
+	"flag"
+	"os"
+	"strings"
+
+	"go.uber.org/zap/zapcore"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/plexus-cni/plexus/plugin/daemon"
+)
+
+func main() {
+	o := daemon.Defaults()
+	var globals string
+	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	flag.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
+	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
+	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
+	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
+	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
+		"name of the default network's config in the conf dir; empty picks the first that is not plexus's own")
+	flag.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
+		"pods may use network definitions of their own namespace and the global namespaces only")
+	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
+		"comma-separated namespaces whose network definitions every pod may use")
+	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
+	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
+	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	zapOpts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	o.GlobalNamespaces = splitList(globals)
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	d, err := daemon.New(ctrl.GetConfigOrDie(), o)
+	if err != nil {
+		log.Error(err, "building the daemon")
+		os.Exit(1)
+	}
+	log.Info("starting", "node", o.NodeName, "socket", o.SocketPath, "stateDir", o.StateDir,
+		"confDir", o.CNIConfDir, "binDir", o.CNIBinDir, "namespaceIsolation", o.IsolateNamespaces,
+		"globalNamespaces", o.GlobalNamespaces)
+	if err := d.Manager.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "daemon stopped")
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
+}

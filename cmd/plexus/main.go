@@ -1,0 +1,140 @@
+// Command plexus is the CNI binary the container runtime executes. It
+// relays each call to the plexus daemon on the node and prints the answer;
+// when the daemon cannot be reached, it still tears a sandbox down from its
+// attachment record, so a pod can always be deleted.
+//
+// It imports the standard library and the CNI library only (and plexus's
+// packages that do the same), to stay small and quick to exec.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/plexus-cni/plexus/plugin/delegate"
+	"github.com/plexus-cni/plexus/plugin/record"
+	"github.com/plexus-cni/plexus/plugin/shimapi"
+)
+
+// callTimeout bounds one call to the daemon; the daemon enforces its own,
+// shorter, per-operation deadline.
+const callTimeout = 5 * time.Minute
+
+func main() {
+	skel.PluginMainFuncs(skel.CNIFuncs{
+		Add:    relay("ADD"),
+		Del:    del,
+		Check:  relay("CHECK"),
+		GC:     relay("GC"),
+		Status: relay("STATUS"),
+	}, version.All, "plexus: multi-network CNI meta-plugin (relays to the plexus daemon)")
+}
+
+func nodeConf(args *skel.CmdArgs) shimapi.NodeConf {
+	c := shimapi.NodeConf{}
+	_ = json.Unmarshal(args.StdinData, &c) // skel has validated the JSON
+	if c.SocketPath == "" {
+		c.SocketPath = shimapi.DefaultSocket
+	}
+	if c.StateDir == "" {
+		c.StateDir = shimapi.DefaultStateDir
+	}
+	return c
+}
+
+// errDaemonDown marks a failure to reach the daemon at all, as opposed to
+// an error the daemon answered.
+var errDaemonDown = errors.New("plexus daemon unreachable")
+
+func relay(command string) func(*skel.CmdArgs) error {
+	return func(args *skel.CmdArgs) error {
+		out, err := call(command, args)
+		if errors.Is(err, errDaemonDown) {
+			return types.NewError(types.ErrTryAgainLater, err.Error(), "is the plexus DaemonSet running on this node?")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = os.Stdout.Write(out)
+		return err
+	}
+}
+
+// del relays DEL, and falls back to tearing down from the record on disk
+// when the daemon is down: DEL needs nothing the daemon has.
+func del(args *skel.CmdArgs) error {
+	_, err := call("DEL", args)
+	if !errors.Is(err, errDaemonDown) {
+		return err
+	}
+	conf := nodeConf(args)
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	store, serr := record.NewStore(shimapi.RecordsDir(conf.StateDir))
+	if serr != nil {
+		return types.NewError(types.ErrIOFailure, serr.Error(), "")
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(args.Path), shimapi.CacheDir(conf.StateDir), nil)
+	if derr := delegate.DelSandbox(ctx, cni, store, args.ContainerID, args.Netns); derr != nil {
+		return delegate.CNIError(fmt.Errorf("%v; tearing down from the record: %w", err, derr))
+	}
+	return nil
+}
+
+func call(command string, args *skel.CmdArgs) ([]byte, error) {
+	conf := nodeConf(args)
+	body, err := json.Marshal(&shimapi.Request{
+		Command:     command,
+		ContainerID: args.ContainerID,
+		NetNS:       args.Netns,
+		IfName:      args.IfName,
+		Args:        args.Args,
+		Path:        args.Path,
+		Config:      args.StdinData,
+	})
+	if err != nil {
+		return nil, err
+	}
+	client := &http.Client{
+		Timeout: callTimeout,
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", conf.SocketPath)
+		}},
+	}
+	resp, err := client.Post("http://plexus"+shimapi.Path, "application/json", bytes.NewReader(body))
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) && opErr.Op == "dial" {
+			return nil, fmt.Errorf("%w at %s: %v", errDaemonDown, conf.SocketPath, opErr.Err)
+		}
+		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("calling the plexus daemon: %v", err), "")
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("reading the plexus daemon's answer: %v", err), "")
+	}
+	if resp.StatusCode == http.StatusOK {
+		return out, nil
+	}
+	cniErr := &types.Error{}
+	if err := json.Unmarshal(out, cniErr); err != nil || cniErr.Msg == "" {
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("plexus daemon answered %s: %s", resp.Status, out), "")
+	}
+	return nil, cniErr
+}

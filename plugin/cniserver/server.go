@@ -1,0 +1,139 @@
+// Package cniserver serves the shim's CNI calls on the node's unix socket
+// and runs them through the core, one deadline per call.
+package cniserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/delegate"
+	"github.com/plexus-cni/plexus/plugin/shimapi"
+)
+
+var opDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	Name:    "plexus_cni_operation_duration_seconds",
+	Help:    "Time the daemon took to serve a CNI call, by command and outcome.",
+	Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+}, []string{"command", "result"})
+
+func init() { metrics.Registry.MustRegister(opDuration) }
+
+// maxRequest bounds a request body; a CNI config is a few KiB.
+const maxRequest = 4 << 20
+
+// Server is a controller-runtime Runnable serving CNI calls.
+type Server struct {
+	Engine  *plugin.Engine
+	Socket  string
+	Timeout time.Duration
+	Log     logr.Logger
+
+	listening atomic.Bool
+}
+
+// NeedLeaderElection is false: every node serves its own pods.
+func (s *Server) NeedLeaderElection() bool { return false }
+
+// Ready is a readiness check: the socket is being served.
+func (s *Server) Ready(*http.Request) error {
+	if !s.listening.Load() {
+		return errors.New("CNI socket not served yet")
+	}
+	return nil
+}
+
+// Start listens on the socket until ctx ends.
+func (s *Server) Start(ctx context.Context) error {
+	if err := os.MkdirAll(filepath.Dir(s.Socket), 0o700); err != nil {
+		return err
+	}
+	// A socket file left by a previous daemon would make Listen fail.
+	if err := os.Remove(s.Socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	ln, err := net.Listen("unix", s.Socket)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", s.Socket, err)
+	}
+	if err := os.Chmod(s.Socket, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(shimapi.Path, s)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		s.listening.Store(false)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	s.listening.Store(true)
+	s.Log.Info("serving CNI calls", "socket", s.Socket)
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	req := &shimapi.Request{}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRequest))
+	if err == nil {
+		err = json.Unmarshal(body, req)
+	}
+	if err != nil {
+		writeError(w, http.StatusBadRequest, types.NewError(types.ErrDecodingFailure, "bad request from shim: "+err.Error(), ""))
+		return
+	}
+	// The call's deadline is the daemon's, not the shim's connection's: a
+	// runtime giving up must not cut a rollback short.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.Timeout)
+	defer cancel()
+	start := time.Now()
+	res, err := s.Engine.Do(ctx, req)
+	elapsed := time.Since(start)
+	log := s.Log.WithValues("command", req.Command, "containerID", req.ContainerID, "ifname", req.IfName,
+		"duration", elapsed.String())
+	if err != nil {
+		opDuration.WithLabelValues(req.Command, "error").Observe(elapsed.Seconds())
+		cniErr := delegate.CNIError(err)
+		log.Info("CNI call failed", "code", cniErr.Code, "error", cniErr.Msg)
+		writeError(w, http.StatusInternalServerError, cniErr)
+		return
+	}
+	opDuration.WithLabelValues(req.Command, "ok").Observe(elapsed.Seconds())
+	log.V(1).Info("CNI call done")
+	w.Header().Set("Content-Type", "application/json")
+	if res != nil {
+		if err := res.PrintTo(w); err != nil {
+			log.Error(err, "writing result")
+		}
+	}
+}
+
+func writeError(w http.ResponseWriter, status int, e *types.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(e)
+}

@@ -1,0 +1,176 @@
+// Package daemon assembles the plexus node daemon: a controller-runtime
+// manager whose caches hold this node's pods and the network definitions,
+// the CNI server on the node socket, and the network-status writer.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/cniserver"
+	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/plugin/record"
+	"github.com/plexus-cni/plexus/plugin/shimapi"
+)
+
+// Options configure the daemon; Defaults gives the documented defaults.
+type Options struct {
+	NodeName          string
+	SocketPath        string
+	StateDir          string
+	CNIConfDir        string
+	CNIBinDir         string
+	DefaultNetwork    string
+	IsolateNamespaces bool
+	GlobalNamespaces  []string
+	OperationTimeout  time.Duration
+	MetricsAddr       string
+	ProbeAddr         string
+}
+
+// Defaults are the values a node gets when nothing is configured.
+func Defaults() Options {
+	return Options{
+		SocketPath:        shimapi.DefaultSocket,
+		StateDir:          shimapi.DefaultStateDir,
+		CNIConfDir:        "/etc/cni/net.d",
+		CNIBinDir:         "/opt/cni/bin",
+		IsolateNamespaces: true,
+		GlobalNamespaces:  []string{"default"},
+		OperationTimeout:  2 * time.Minute,
+		MetricsAddr:       ":9091",
+		ProbeAddr:         ":9092",
+	}
+}
+
+// Scheme holds the types the daemon reads.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme} {
+		if err := add(s); err != nil {
+			panic(err)
+		}
+	}
+	return s
+}
+
+// Daemon is a configured, not yet started, node daemon.
+type Daemon struct {
+	Manager manager.Manager
+	Engine  *plugin.Engine
+	Server  *cniserver.Server
+	Status  *kube.StatusWriter
+}
+
+// New builds the daemon. Start it with d.Manager.Start.
+func New(cfg *rest.Config, o Options) (*Daemon, error) {
+	if o.NodeName == "" {
+		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
+	}
+	log := ctrl.Log.WithName("plexus")
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		HealthProbeBindAddress: o.ProbeAddr,
+		LeaderElection:         false,
+		Cache: cache.Options{
+			DefaultTransform: cache.TransformStripManagedFields(),
+			ByObject: map[client.Object]cache.ByObject{
+				// Only this node's pods: the cache stays the size of a node.
+				&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.nodeName", o.NodeName)},
+			},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
+	store, err := record.NewStore(shimapi.RecordsDir(o.StateDir))
+	if err != nil {
+		return nil, err
+	}
+	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
+	engine := &plugin.Engine{
+		CNI:               libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
+		Store:             store,
+		ConfDir:           o.CNIConfDir,
+		DefaultNetwork:    o.DefaultNetwork,
+		Pods:              &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
+		Networks:          &kube.Networks{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
+		Status:            status,
+		IsolateNamespaces: o.IsolateNamespaces,
+		GlobalNamespaces:  o.GlobalNamespaces,
+	}
+	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
+	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status}
+	for _, r := range []manager.Runnable{status, server, manager.RunnableFunc(d.republish)} {
+		if err := mgr.Add(r); err != nil {
+			return nil, err
+		}
+	}
+	// Informers for pods and definitions start with the manager, not on the
+	// first ADD, so that the first pod of a node is served from the cache.
+	for _, obj := range []client.Object{&corev1.Pod{}, &nadv1.NetworkAttachmentDefinition{}} {
+		if _, err := mgr.GetCache().GetInformer(context.Background(), obj); err != nil {
+			return nil, fmt.Errorf("informer for %T: %w", obj, err)
+		}
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("cni-socket", server.Ready); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// republish queues the status of every recorded sandbox once the caches
+// have synced: a daemon that died between an ADD and its status patch
+// leaves the patch to its successor. The writer skips pods whose cached
+// annotation is already right, so a restart costs no API call for them.
+func (d *Daemon) republish(ctx context.Context) error {
+	log := ctrl.Log.WithName("plexus").WithName("republish")
+	ids, err := d.Engine.Store.IDs()
+	if err != nil {
+		log.Error(err, "listing records")
+		return nil
+	}
+	for _, id := range ids {
+		rec, err := d.Engine.Store.Load(id)
+		if err != nil || rec.Pod.Name == "" || !complete(rec) {
+			continue // an ADD cut short: its runtime will DEL it
+		}
+		status, err := plugin.NetworkStatus(rec)
+		if err != nil {
+			log.Error(err, "rebuilding network-status", "containerID", id)
+			continue
+		}
+		d.Status.Publish(rec.Pod, id, status)
+	}
+	return nil
+}
+
+func complete(rec *record.Record) bool {
+	for i := range rec.Attachments {
+		if !rec.Attachments[i].Added() {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,488 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/plugin/plugintest"
+)
+
+type M = plugintest.M
+
+const node = "node-a"
+
+var shimOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// shim builds the real CNI binary once per test run.
+func shim(t *testing.T) string {
+	t.Helper()
+	shimOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "plexus-shim")
+		if err != nil {
+			shimOnce.err = err
+			return
+		}
+		shimOnce.path = filepath.Join(dir, "plexus")
+		out, err := exec.Command("go", "build", "-o", shimOnce.path, "github.com/plexus-cni/plexus/cmd/plexus").CombinedOutput()
+		if err != nil {
+			shimOnce.err = &buildError{string(out)}
+		}
+	})
+	if shimOnce.err != nil {
+		t.Fatalf("building the shim: %v", shimOnce.err)
+	}
+	return shimOnce.path
+}
+
+type buildError struct{ out string }
+
+func (e *buildError) Error() string { return e.out }
+
+// assets finds kube-apiserver and etcd built from source (make envtest-assets).
+func assets(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		dir = filepath.Join(plugintest.RepoRoot(t), ".cache", "k8s", "v1.34.4", "bin")
+	}
+	for _, b := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
+				t.Fatalf("%s not in %s (run `make envtest-assets`)", b, dir)
+			}
+			t.Skipf("%s not in %s (run `make envtest-assets`)", b, dir)
+		}
+	}
+	return dir
+}
+
+// counter counts the API requests the daemon makes, by verb and resource.
+type counter struct {
+	mu     sync.Mutex
+	counts map[string]int
+}
+
+func (c *counter) wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.URL.Query().Get("watch") != "true" {
+			c.mu.Lock()
+			c.counts[r.Method+" "+resourceOf(r.URL.Path)]++
+			c.mu.Unlock()
+		}
+		return rt.RoundTrip(r)
+	})
+}
+
+func (c *counter) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.counts
+	c.counts = map[string]int{}
+	return old
+}
+
+// resourceOf turns /api/v1/namespaces/x/pods/y/status into pods/status.
+func resourceOf(path string) string {
+	parts := strings.Split(strings.Trim(path, "/"), "/")
+	for i := 0; i < len(parts); i++ {
+		if parts[i] == "namespaces" && i+2 < len(parts) {
+			rest := parts[i+2:]
+			if len(rest) == 3 {
+				return rest[0] + "/" + rest[2]
+			}
+			return rest[0]
+		}
+	}
+	return parts[len(parts)-1]
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+type fixture struct {
+	t       *testing.T
+	env     *envtest.Environment
+	client  client.Client
+	api     *counter
+	dir     string
+	opts    daemon.Options
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	plugintest.RequireRoot(t)
+	ctrl.SetLogger(zap.New(zap.WriteTo(&testWriter{t})))
+	env := &envtest.Environment{
+		BinaryAssetsDirectory: assets(t),
+		CRDDirectoryPaths:     []string{filepath.Join(plugintest.RepoRoot(t), "config", "crd", "npwg")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting the API server: %v", err)
+	}
+	f := &fixture{t: t, env: env, dir: t.TempDir(), api: &counter{counts: map[string]int{}}}
+	t.Cleanup(func() { _ = env.Stop() })
+	f.client, err = client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	confDir := filepath.Join(f.dir, "net.d")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bridge := plugintest.Name("plxb")
+	plugintest.DeleteLinkOnCleanup(t, bridge)
+	if err := os.WriteFile(filepath.Join(confDir, "10-default.conflist"),
+		[]byte(plugintest.BridgeList("defnet", "1.0.0", bridge, "10.240.0.0/24", f.ipamDir())), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.opts = daemon.Defaults()
+	f.opts.NodeName = node
+	f.opts.SocketPath = filepath.Join(f.dir, "run", "plexus.sock")
+	f.opts.StateDir = filepath.Join(f.dir, "state")
+	f.opts.CNIConfDir = confDir
+	f.opts.CNIBinDir = plugintest.PluginsDir(t)
+	f.opts.MetricsAddr = "0"
+	f.opts.ProbeAddr = "0"
+
+	daemonCfg := rest.CopyConfig(cfg)
+	daemonCfg.WrapTransport = f.api.wrap
+	f.startDaemon(daemonCfg)
+	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}})
+	return f
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// killAPIServer takes the API server away at once, as a crash or a
+// partition does (a graceful stop would wait for the daemon's watches).
+func (f *fixture) killAPIServer() {
+	f.t.Helper()
+	certDir := f.env.ControlPlane.APIServer.CertDir
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmdline, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(cmdline, []byte("kube-apiserver")) || !bytes.Contains(cmdline, []byte(certDir)) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			f.t.Fatal(err)
+		}
+		return
+	}
+	f.t.Fatal("kube-apiserver process not found")
+}
+
+func (f *fixture) ipamDir() string { return filepath.Join(f.dir, "ipam") }
+
+func (f *fixture) startDaemon(cfg *rest.Config) {
+	f.t.Helper()
+	d, err := daemon.New(cfg, f.opts)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.stop, f.stopped = cancel, make(chan struct{})
+	go func() {
+		defer close(f.stopped)
+		if err := d.Manager.Start(ctx); err != nil {
+			f.t.Errorf("daemon: %v", err)
+		}
+	}()
+	f.t.Cleanup(f.stopDaemon)
+	f.eventually("daemon serving", func() bool { return d.Server.Ready(nil) == nil })
+}
+
+func (f *fixture) stopDaemon() {
+	if f.stop != nil {
+		f.stop()
+		<-f.stopped
+		f.stop = nil
+	}
+}
+
+func (f *fixture) create(obj client.Object) {
+	f.t.Helper()
+	if err := f.client.Create(context.Background(), obj); err != nil {
+		f.t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+func (f *fixture) nad(name, config string) {
+	f.create(&nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
+	})
+}
+
+func (f *fixture) macvlanNet(subnet string) string {
+	return plugintest.Conf(M{"cniVersion": "1.0.0", "type": "macvlan", "master": plugintest.Veth(f.t),
+		"mode": "bridge", "ipam": plugintest.HostLocal(subnet, f.ipamDir())})
+}
+
+func (f *fixture) pod(name, networks string) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team", Name: name,
+			Annotations: map[string]string{"k8s.v1.cni.cncf.io/networks": networks}},
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+	}
+	f.create(p)
+	return p
+}
+
+func (f *fixture) eventually(what string, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cni runs the real shim the way a container runtime does.
+func (f *fixture) cni(command, id string, netns ns.NetNS, pod *corev1.Pod) ([]byte, error) {
+	f.t.Helper()
+	cmd := exec.Command(shim(f.t))
+	netnsPath := ""
+	if netns != nil {
+		netnsPath = netns.Path()
+	}
+	args := ""
+	if pod != nil {
+		args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=" + pod.Namespace + ";K8S_POD_NAME=" + pod.Name +
+			";K8S_POD_INFRA_CONTAINER_ID=" + id + ";K8S_POD_UID=" + string(pod.UID)
+	}
+	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netnsPath,
+		"CNI_IFNAME=eth0", "CNI_ARGS=" + args, "CNI_PATH=" + f.opts.CNIBinDir}
+	cmd.Stdin = strings.NewReader(plugintest.Conf(M{"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+		"socketPath": f.opts.SocketPath, "stateDir": f.opts.StateDir}))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		cniErr := &types.Error{}
+		if json.Unmarshal(stdout.Bytes(), cniErr) == nil && cniErr.Msg != "" {
+			return nil, cniErr
+		}
+		f.t.Fatalf("shim %s: %v: %s %s", command, err, stdout.String(), stderr.String())
+	}
+	return stdout.Bytes(), nil
+}
+
+func (f *fixture) networkStatus(pod *corev1.Pod) []nadv1.NetworkStatus {
+	got := &corev1.Pod{}
+	if err := f.client.Get(context.Background(), client.ObjectKeyFromObject(pod), got); err != nil {
+		f.t.Fatal(err)
+	}
+	v, ok := got.Annotations[nadv1.NetworkStatusAnnot]
+	if !ok {
+		return nil
+	}
+	var status []nadv1.NetworkStatus
+	if err := json.Unmarshal([]byte(v), &status); err != nil {
+		f.t.Fatalf("network-status annotation %q: %v", v, err)
+	}
+	return status
+}
+
+func (f *fixture) waitCached(pod *corev1.Pod) {
+	// The daemon's pod cache is fed by a watch; give it the pod before an
+	// ADD, as kubelet's own watch delay does in a cluster.
+	time.Sleep(300 * time.Millisecond)
+}
+
+func allocations(f *fixture, networks ...string) []string {
+	var all []string
+	for _, n := range networks {
+		all = append(all, plugintest.Allocations(f.t, f.ipamDir(), n)...)
+	}
+	return all
+}
+
+func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	f.nad("green", f.macvlanNet("10.242.0.0/24"))
+	pod := f.pod("web", "blue, green@data0")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+
+	f.api.reset()
+	out, err := f.cni("ADD", "c1", netns, pod)
+	if err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	f.eventually("network-status", func() bool { return len(f.networkStatus(pod)) == 3 })
+	time.Sleep(200 * time.Millisecond) // let any stray request show
+	counts := f.api.reset()
+	t.Logf("API requests during one ADD: %v", counts)
+	if counts["PATCH pods/status"] != 1 || len(counts) != 1 {
+		t.Errorf("API requests per ADD %v, want exactly one PATCH of pods/status", counts)
+	}
+
+	res := &current.Result{}
+	if err := json.Unmarshal(out, res); err != nil || len(res.IPs) != 1 {
+		t.Fatalf("result %s (%v)", out, err)
+	}
+	status := f.networkStatus(pod)
+	var names []string
+	for _, s := range status {
+		names = append(names, s.Name+"@"+s.Interface)
+	}
+	if !slices.Equal(names, []string{"defnet@eth0", "team/blue@net1", "team/green@data0"}) || !status[0].Default {
+		t.Errorf("network-status %+v", status)
+	}
+	if ip := res.IPs[0].Address.IP.String(); !slices.Equal(status[0].IPs, []string{ip}) {
+		t.Errorf("default entry IPs %v, result %s", status[0].IPs, ip)
+	}
+	for _, link := range []string{"eth0", "net1", "data0"} {
+		if l, ok := plugintest.LinkIn(t, netns, link); !ok || len(l.Addrs) != 1 {
+			t.Errorf("%s in the pod: %+v present=%v", link, l, ok)
+		}
+	}
+
+	// DEL makes no API request at all.
+	f.api.reset()
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if counts := f.api.reset(); len(counts) != 0 {
+		t.Errorf("API requests per DEL %v, want none", counts)
+	}
+	if got := allocations(f, "defnet", "blue", "green"); len(got) != 0 {
+		t.Errorf("allocations left: %v", got)
+	}
+}
+
+func TestDelWorksWithTheAPIServerDown(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	pod := f.pod("web", "blue")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if got := allocations(f, "defnet", "blue"); len(got) != 2 {
+		t.Fatalf("allocations after ADD %v, want 2", got)
+	}
+	f.killAPIServer()
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL with the API server down: %v", err)
+	}
+	if got := allocations(f, "defnet", "blue"); len(got) != 0 {
+		t.Errorf("allocations left: %v", got)
+	}
+	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
+		t.Errorf("links left: %v", links)
+	}
+}
+
+func TestShimTearsDownWhenTheDaemonIsDown(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	pod := f.pod("web", "blue")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	f.stopDaemon()
+
+	_, err := f.cni("ADD", "c2", plugintest.NewNS(t), pod)
+	cniErr, ok := err.(*types.Error)
+	if !ok || cniErr.Code != types.ErrTryAgainLater || !strings.Contains(cniErr.Msg, "daemon") {
+		t.Errorf("ADD with the daemon down: %v, want a try-again-later error naming the daemon", err)
+	}
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL with the daemon down: %v", err)
+	}
+	if got := allocations(f, "defnet", "blue"); len(got) != 0 {
+		t.Errorf("allocations left: %v", got)
+	}
+	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
+		t.Errorf("links left: %v", links)
+	}
+}
+
+func TestBadNetworksGiveClearErrorsAndLeaveNothing(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	for _, c := range []struct{ name, networks, want string }{
+		{"missing", "blue, nope", "pod team/missing: network team/nope not found"},
+		{"malformed", `[{"name": "blue"`, "pod team/malformed: networks annotation: invalid JSON"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pod := f.pod(c.name, c.networks)
+			f.waitCached(pod)
+			netns := plugintest.NewNS(t)
+			_, err := f.cni("ADD", "c-"+c.name, netns, pod)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("ADD error %v, want it to contain %q", err, c.want)
+			}
+			if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
+				t.Errorf("links left: %v", links)
+			}
+			if got := allocations(f, "defnet", "blue"); len(got) != 0 {
+				t.Errorf("allocations left: %v", got)
+			}
+			if st := f.networkStatus(pod); st != nil {
+				t.Errorf("status written for a failed ADD: %+v", st)
+			}
+		})
+	}
+}
+
+func TestUIDMismatchIsRefused(t *testing.T) {
+	f := newFixture(t)
+	pod := f.pod("web", "")
+	f.waitCached(pod)
+	stale := pod.DeepCopy()
+	stale.UID = k8stypes.UID("00000000-0000-0000-0000-000000000000")
+	_, err := f.cni("ADD", "c1", plugintest.NewNS(t), stale)
+	if err == nil || !strings.Contains(err.Error(), "UID") {
+		t.Fatalf("ADD for a pod with another UID: %v, want a UID error", err)
+	}
+}

@@ -1,0 +1,71 @@
+// Package kube connects the CNI core to Kubernetes: pods and network
+// definitions read from the daemon's informer caches, and the
+// network-status writer.
+package kube
+
+import (
+	"context"
+	"fmt"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/plexus-cni/plexus/plugin"
+)
+
+// Pods finds pods in the cache of this node's pods, and asks the API
+// server only when the cache misses or holds another pod of that name (a
+// pod deleted and recreated faster than the watch delivered it).
+type Pods struct {
+	Cache client.Reader
+	Live  client.Reader
+}
+
+func (p *Pods) Pod(ctx context.Context, namespace, name, uid string) (*plugin.Pod, error) {
+	key := k8stypes.NamespacedName{Namespace: namespace, Name: name}
+	pod := &corev1.Pod{}
+	err := p.Cache.Get(ctx, key, pod)
+	if err == nil && (uid == "" || string(pod.UID) == uid) {
+		return toPod(pod), nil
+	}
+	if err != nil && !apierrors.IsNotFound(err) {
+		return nil, err
+	}
+	if err := p.Live.Get(ctx, key, pod); err != nil {
+		return nil, err
+	}
+	if uid != "" && string(pod.UID) != uid {
+		return nil, fmt.Errorf("pod has UID %s, the runtime asked for %s (deleted and recreated?)", pod.UID, uid)
+	}
+	return toPod(pod), nil
+}
+
+func toPod(p *corev1.Pod) *plugin.Pod {
+	return &plugin.Pod{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Annotations: p.Annotations}
+}
+
+// Networks finds NetworkAttachmentDefinitions in the cache, and asks the
+// API server on a miss: a definition created a moment before its pod may
+// not have reached the cache yet, and a missing one is an error path only.
+type Networks struct {
+	Cache client.Reader
+	Live  client.Reader
+}
+
+func (n *Networks) Network(ctx context.Context, key k8stypes.NamespacedName) (*nadv1.NetworkAttachmentDefinition, error) {
+	nad := &nadv1.NetworkAttachmentDefinition{}
+	err := n.Cache.Get(ctx, key, nad)
+	if apierrors.IsNotFound(err) {
+		err = n.Live.Get(ctx, key, nad)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("network %s: %w", key, plugin.ErrNetworkNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return nad, nil
+}

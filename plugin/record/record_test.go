@@ -1,0 +1,381 @@
+package record_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/plexus-cni/plexus/plugin/record"
+)
+
+func newStore(t *testing.T) *record.Store {
+	t.Helper()
+	s, err := record.NewStore(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+const hexID = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func fullRecord(id string) *record.Record {
+	return &record.Record{
+		ContainerID: id,
+		NetNS:       "/var/run/netns/cni-1234",
+		Pod:         record.PodRef{Namespace: "ns1", Name: "pod-a", UID: "0b7c2d4e-uid"},
+		CNIVersion:  "0.4.0",
+		Created:     time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC),
+		Attachments: []record.Attachment{
+			{
+				Network: "cluster",
+				Default: true,
+				IfName:  "eth0",
+				Config:  json.RawMessage(`{"cniVersion":"1.0.0","name":"cluster","plugins":[{"type":"bridge"}]}`),
+				Args:    [][2]string{{"K8S_POD_NAMESPACE", "ns1"}, {"K8S_POD_NAME", "pod-a"}},
+				Result:  json.RawMessage(`{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.5/24"}]}`),
+			},
+			{
+				Network: "ns1/macvlan-net",
+				IfName:  "net1",
+				Config:  json.RawMessage(`{"cniVersion":"0.3.1","name":"macvlan-net","plugins":[{"type":"macvlan","master":"eth1"}]}`),
+				Args:    [][2]string{{"IgnoreUnknown", "true"}, {"K8S_POD_INFRA_CONTAINER_ID", id}},
+				CapabilityArgs: map[string]interface{}{
+					"ips":          []interface{}{"192.168.1.5/24"},
+					"mac":          "c2:11:22:33:44:55",
+					"portMappings": []interface{}{map[string]interface{}{"hostPort": float64(8080), "containerPort": float64(80), "protocol": "tcp"}},
+				},
+				DefaultRoute: []string{"192.168.1.1"},
+				Result:       json.RawMessage(`{"cniVersion":"1.0.0","interfaces":[{"name":"net1","mac":"c2:11:22:33:44:55","sandbox":"/var/run/netns/cni-1234"}],"ips":[{"interface":0,"address":"192.168.1.5/24","gateway":"192.168.1.1"}]}`),
+				DeviceInfo:   json.RawMessage(`{"type":"pci","version":"1.1.0","pci":{"pci-address":"0000:03:00.1"}}`),
+			},
+			{
+				// Planned but not yet added.
+				Network: "ns1/other",
+				IfName:  "net2",
+				Config:  json.RawMessage(`{"cniVersion":"1.1.0","name":"other","plugins":[{"type":"ipvlan"}]}`),
+			},
+		},
+	}
+}
+
+func TestSaveLoadRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		rec  *record.Record
+	}{
+		{"every field", fullRecord(hexID)},
+		{"no attachments", &record.Record{ContainerID: "short-id", NetNS: "/proc/1/ns/net", CNIVersion: "1.0.0"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			if err := s.Save(tt.rec); err != nil {
+				t.Fatalf("Save: %v", err)
+			}
+			if tt.rec.Version != record.FormatVersion {
+				t.Errorf("saved version = %d, want %d", tt.rec.Version, record.FormatVersion)
+			}
+			got, err := s.Load(tt.rec.ContainerID)
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if !got.Created.Equal(tt.rec.Created) {
+				t.Errorf("created = %v, want %v", got.Created, tt.rec.Created)
+			}
+			want := *tt.rec
+			want.Created = got.Created // compared above; locations may differ
+			if !reflect.DeepEqual(got, &want) {
+				gotJSON, _ := json.MarshalIndent(got, "", " ")
+				wantJSON, _ := json.MarshalIndent(&want, "", " ")
+				t.Errorf("round trip differs:\ngot  %s\nwant %s", gotJSON, wantJSON)
+			}
+			for i, a := range got.Attachments {
+				if a.Added() != (len(tt.rec.Attachments[i].Result) > 0) {
+					t.Errorf("attachment %d: Added() = %v", i, a.Added())
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissing(t *testing.T) {
+	s := newStore(t)
+	_, err := s.Load("nothing-here")
+	if !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load of a missing id: %v, want one wrapping os.ErrNotExist", err)
+	}
+}
+
+func TestCheckContainerID(t *testing.T) {
+	tests := []struct {
+		id string
+		ok bool
+	}{
+		{"", false},
+		{"../x", false},
+		{"..", false},
+		{".", false},
+		{"a/b", false},
+		{"/abs", false},
+		{".hidden", false},
+		{"-dash", false},
+		{"has space", false},
+		{"new\nline", false},
+		{strings.Repeat("a", 256), false},
+		{strings.Repeat("a", 255), true},
+		{hexID, true},
+		{"a", true},
+		{"pod_1.sandbox-2", true},
+	}
+	for _, tt := range tests {
+		err := record.CheckContainerID(tt.id)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckContainerID(%.20q...) = %v, want ok=%v", tt.id, err, tt.ok)
+		}
+	}
+}
+
+// Every method taking an id refuses a bad one before touching the disk.
+func TestBadIDRefused(t *testing.T) {
+	s := newStore(t)
+	outside := filepath.Join(filepath.Dir(s.Dir), "x.json")
+	if err := os.WriteFile(outside, []byte(`{}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(&record.Record{ContainerID: "../x"}); err == nil {
+		t.Error("Save of ../x succeeded")
+	}
+	if _, err := s.Load("../x"); err == nil || errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of ../x: %v, want an invalid-id error", err)
+	}
+	if err := s.Remove("../x"); err == nil {
+		t.Error("Remove of ../x succeeded")
+	}
+	if _, err := os.Stat(outside); err != nil {
+		t.Errorf("file outside the store: %v", err)
+	}
+}
+
+func TestSaveLeavesNoTempFiles(t *testing.T) {
+	s := newStore(t)
+	for i := 0; i < 5; i++ {
+		r := fullRecord(hexID)
+		r.NetNS = strings.Repeat("n", i)
+		if err := s.Save(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	want := []string{hexID + ".json", "locks"}
+	if !reflect.DeepEqual(names, want) {
+		t.Errorf("store holds %q, want %q", names, want)
+	}
+	fi, err := os.Stat(filepath.Join(s.Dir, hexID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("record mode %v, want 0600", perm)
+	}
+}
+
+func TestLoadBadFile(t *testing.T) {
+	tests := []struct {
+		name    string
+		content string
+		wantErr string // "" for success
+	}{
+		{"not JSON", `{"version":1,"containerID":`, "corrupt"},
+		{"empty", ``, "corrupt"},
+		{"wrong type", `{"version":"one"}`, "corrupt"},
+		{"newer format", `{"version":2,"containerID":"c1","attachments":[]}`, "newer"},
+		{"current format", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t)
+			if err := os.WriteFile(filepath.Join(s.Dir, "c1.json"), []byte(tt.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r, err := s.Load("c1")
+			if tt.wantErr == "" {
+				if err != nil || r.ContainerID != "c1" {
+					t.Fatalf("Load = %+v, %v", r, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("Load succeeded with %+v, want an error containing %q", r, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "c1") {
+				t.Errorf("error %q does not contain %q and the id", err, tt.wantErr)
+			}
+			if errors.Is(err, os.ErrNotExist) {
+				t.Errorf("error %q claims the record does not exist", err)
+			}
+		})
+	}
+}
+
+func TestIDs(t *testing.T) {
+	s := newStore(t)
+	for _, id := range []string{"c3", hexID, "a1", "b.2"} {
+		if err := s.Save(&record.Record{ContainerID: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	junk := []string{
+		".c9.json.tmp12345", // a temp file of an interrupted Save
+		".c9.json",          // starts with a dot: not an id
+		"notes.txt",
+		"c4.json.bak",
+		"c5",
+	}
+	for _, name := range junk {
+		if err := os.WriteFile(filepath.Join(s.Dir, name), []byte(`{}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(s.Dir, "d1.json"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A lock of a sandbox without a record.
+	unlock, err := s.Lock(t.Context(), "locked-only")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+
+	ids, err := s.IDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{hexID, "a1", "b.2", "c3"}
+	if !reflect.DeepEqual(ids, want) {
+		t.Errorf("IDs = %q, want %q", ids, want)
+	}
+
+	if err := s.Remove("b.2"); err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := s.IDs(); !reflect.DeepEqual(ids, []string{hexID, "a1", "c3"}) {
+		t.Errorf("IDs after Remove = %q", ids)
+	}
+}
+
+func TestIDsEmpty(t *testing.T) {
+	ids, err := newStore(t).IDs()
+	if err != nil || len(ids) != 0 {
+		t.Errorf("IDs of an empty store = %q, %v", ids, err)
+	}
+}
+
+func TestRemove(t *testing.T) {
+	s := newStore(t)
+	if err := s.Remove("never-saved"); err != nil {
+		t.Errorf("Remove of a missing id: %v", err)
+	}
+	if err := s.Save(&record.Record{ContainerID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if err := s.Remove("c1"); err != nil {
+			t.Errorf("Remove #%d: %v", i+1, err)
+		}
+	}
+	if _, err := s.Load("c1"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load after Remove: %v, want not-exist", err)
+	}
+}
+
+// A reader racing a writer sees one whole record or the other, never a mix
+// or a part.
+func TestSaveIsAtomic(t *testing.T) {
+	s := newStore(t)
+	const id = "racy"
+	big := func(fill byte, n int) *record.Record {
+		r := &record.Record{ContainerID: id, NetNS: string([]byte{fill}), CNIVersion: "1.0.0"}
+		for i := 0; i < n; i++ {
+			cfg := `{"name":"` + string(bytes.Repeat([]byte{fill}, 8<<10)) + `"}`
+			r.Attachments = append(r.Attachments, record.Attachment{
+				Network: "net", IfName: "net1", Config: json.RawMessage(cfg),
+			})
+		}
+		return r
+	}
+	// Different sizes, so a torn read cannot look whole.
+	a, b := big('A', 8), big('B', 5)
+	wantA, wantB := *big('A', 8), *big('B', 5)
+	wantA.Version, wantB.Version = record.FormatVersion, record.FormatVersion
+
+	done := make(chan struct{})
+	saved := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			r := a
+			if i%2 == 1 {
+				r = b
+			}
+			if err := s.Save(r); err != nil {
+				t.Errorf("Save %d: %v", i, err)
+				return
+			}
+			if i == 0 {
+				close(saved)
+			}
+		}
+	}()
+
+	loads, sawA, sawB := 0, 0, 0
+	everSaved := false
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		case <-saved:
+			everSaved = true
+			saved = nil
+		default:
+		}
+		r, err := s.Load(id)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) && !everSaved {
+				continue
+			}
+			t.Fatalf("Load after %d loads: %v", loads, err)
+		}
+		loads++
+		switch {
+		case reflect.DeepEqual(*r, wantA):
+			sawA++
+		case reflect.DeepEqual(*r, wantB):
+			sawB++
+		default:
+			t.Fatalf("load %d is neither A nor B: netns %q, %d attachments", loads, r.NetNS, len(r.Attachments))
+		}
+	}
+	wg.Wait()
+	t.Logf("%d loads: %d A, %d B", loads, sawA, sawB)
+	if loads == 0 {
+		t.Error("no load overlapped the saves")
+	}
+}
