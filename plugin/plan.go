@@ -280,4 +280,3 @@ func sortedKeys(m map[string]interface{}) []string {
 	slices.Sort(keys)
 	return keys
 }
-
