@@ -271,6 +271,9 @@ func TestAddAttachesEveryNetworkInOrder(t *testing.T) {
 			if !slices.Equal(names, want) {
 				t.Fatalf("status entries %v, want %v", names, want)
 			}
+			if !slices.Equal(status[0].Gateway, []string{"10.240.0.1"}) {
+				t.Errorf("default network gateway %v, want the bridge's 10.240.0.1", status[0].Gateway)
+			}
 			if !status[0].Default || status[1].Default || status[1].Mac != "02:aa:bb:cc:dd:01" ||
 				!slices.Equal(status[1].IPs, []string{"192.168.77.5"}) {
 				t.Errorf("status entries %+v", status)

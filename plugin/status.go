@@ -3,6 +3,7 @@ package plugin
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
@@ -37,8 +38,33 @@ func NetworkStatus(rec *record.Record) ([]nadv1.NetworkStatus, error) {
 			return nil, fmt.Errorf("network %s: %w", a.Network, err)
 		}
 		for _, s := range entries {
+			s.Gateway = statusGateways(s.Gateway, res)
 			out = append(out, *s)
 		}
 	}
 	return out, nil
+}
+
+// statusGateways repairs an entry's gateway list: a default route without a
+// "gw" (the route goes via the address's own gateway, as host-local writes
+// it) would show as "<nil>"; the gateway of the result's addresses is the
+// one the route really uses.
+func statusGateways(listed []string, res *current.Result) []string {
+	var out []string
+	missing := false
+	for _, gw := range listed {
+		if net.ParseIP(gw) == nil {
+			missing = true
+			continue
+		}
+		out = append(out, gw)
+	}
+	if missing && len(out) == 0 {
+		for _, ipc := range res.IPs {
+			if ipc.Gateway != nil {
+				out = append(out, ipc.Gateway.String())
+			}
+		}
+	}
+	return out
 }

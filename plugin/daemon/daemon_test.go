@@ -145,11 +145,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	plugintest.RequireRoot(t)
 	ctrl.SetLogger(zap.New(zap.WriteTo(&testWriter{t})))
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: assets(t),
-		CRDDirectoryPaths:     []string{filepath.Join(plugintest.RepoRoot(t), "config", "crd", "npwg")},
-		ErrorIfCRDPathMissing: true,
-	}
+	env := plugintest.NewEnvironment(assets(t), filepath.Join(plugintest.RepoRoot(t), "config", "crd", "npwg"))
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
