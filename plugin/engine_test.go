@@ -455,6 +455,10 @@ func TestDefinitionsFromTheConfDirAndDefaultNetworkOverride(t *testing.T) {
 
 func TestNoKubernetesArgsAttachesTheDefaultNetworkOnly(t *testing.T) {
 	f := newFixture(t, "1.1.0")
+	// plexus's own entry sorts first in the conf dir and is never the
+	// default network.
+	f.writeConf("00-plexus.conflist", plugintest.Conf(M{"cniVersion": "1.1.0", "name": "plexus",
+		"plugins": []M{{"type": "plexus"}}}))
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, nil))
 	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo", "eth0"}) {

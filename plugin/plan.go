@@ -136,11 +136,7 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 
 // isOwnConfig tells plexus's own conflist from the networks it delegates
 // to, so that it never picks itself as the default network.
-func isOwnConfig(path string) bool {
-	n, err := netconf.LoadFile(path)
-	if err != nil {
-		return false
-	}
+func isOwnConfig(_ string, n *netconf.Network) bool {
 	return slices.ContainsFunc(n.List.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == PluginType })
 }
 

@@ -31,6 +31,7 @@ import (
 
 	"github.com/plexus-cni/plexus/plugin/daemon"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
+	"github.com/plexus-cni/plexus/plugin/record"
 )
 
 type M = plugintest.M
@@ -137,6 +138,7 @@ type fixture struct {
 	api     *counter
 	dir     string
 	opts    daemon.Options
+	daemon  *daemon.Daemon
 	stop    context.CancelFunc
 	stopped chan struct{}
 }
@@ -144,7 +146,7 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	plugintest.RequireRoot(t)
-	ctrl.SetLogger(zap.New(zap.WriteTo(&testWriter{t})))
+	logSink.attach(t)
 	env := plugintest.NewEnvironment(assets(t), filepath.Join(plugintest.RepoRoot(t), "config", "crd", "npwg"))
 	cfg, err := env.Start()
 	if err != nil {
@@ -182,16 +184,41 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-type testWriter struct{ t *testing.T }
+// logSink sends the daemon's logs to the running test's log, and drops
+// what goroutines of a finished test still write.
+var logSink = &testLog{}
 
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
+func init() { ctrl.SetLogger(zap.New(zap.WriteTo(logSink))) }
+
+type testLog struct {
+	mu sync.Mutex
+	t  *testing.T
+}
+
+func (l *testLog) attach(t *testing.T) {
+	l.mu.Lock()
+	l.t = t
+	l.mu.Unlock()
+	t.Cleanup(func() {
+		l.mu.Lock()
+		l.t = nil
+		l.mu.Unlock()
+	})
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.t != nil {
+		l.t.Log(strings.TrimRight(string(p), "\n"))
+	}
 	return len(p), nil
 }
 
-// killAPIServer takes the API server away at once, as a crash or a
-// partition does (a graceful stop would wait for the daemon's watches).
-func (f *fixture) killAPIServer() {
+// signalAPIServer sends sig to the API server: SIGKILL takes it away at
+// once, as a crash does (a graceful stop would wait for the daemon's
+// watches); SIGSTOP and SIGCONT make it unreachable for a while.
+func (f *fixture) signalAPIServer(sig syscall.Signal) {
 	f.t.Helper()
 	certDir := f.env.ControlPlane.APIServer.CertDir
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
@@ -201,8 +228,11 @@ func (f *fixture) killAPIServer() {
 			continue
 		}
 		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(pid, sig); err != nil {
 			f.t.Fatal(err)
+		}
+		if sig == syscall.SIGSTOP {
+			f.t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 		}
 		return
 	}
@@ -217,6 +247,7 @@ func (f *fixture) startDaemon(cfg *rest.Config) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	f.daemon = d
 	ctx, cancel := context.WithCancel(context.Background())
 	f.stop, f.stopped = cancel, make(chan struct{})
 	go func() {
@@ -404,7 +435,7 @@ func TestDelWorksWithTheAPIServerDown(t *testing.T) {
 	if got := allocations(f, "defnet", "blue"); len(got) != 2 {
 		t.Fatalf("allocations after ADD %v, want 2", got)
 	}
-	f.killAPIServer()
+	f.signalAPIServer(syscall.SIGKILL)
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL with the API server down: %v", err)
 	}
@@ -480,5 +511,60 @@ func TestUIDMismatchIsRefused(t *testing.T) {
 	_, err := f.cni("ADD", "c1", plugintest.NewNS(t), stale)
 	if err == nil || !strings.Contains(err.Error(), "UID") {
 		t.Fatalf("ADD for a pod with another UID: %v, want a UID error", err)
+	}
+}
+
+func TestAddNeitherWaitsForNorFailsOnAnUnreachableAPIServer(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	pod := f.pod("web", "blue")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+
+	f.signalAPIServer(syscall.SIGSTOP)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD with the API server unreachable: %v", err)
+	}
+	if n := f.daemon.Status.Pending(); n != 1 {
+		t.Errorf("pending statuses while the API server is away: %d, want 1", n)
+	}
+	f.signalAPIServer(syscall.SIGCONT)
+	f.eventually("network-status after the API server is back", func() bool { return len(f.networkStatus(pod)) == 2 })
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+}
+
+func TestStatusOfAGonePodIsDroppedNotRetried(t *testing.T) {
+	f := newFixture(t)
+	f.api.reset()
+	f.daemon.Status.Publish(record.PodRef{Namespace: "team", Name: "ghost", UID: "0000"}, "c1",
+		[]nadv1.NetworkStatus{{Name: "defnet", Interface: "eth0", Default: true}})
+	f.eventually("the status dropped", func() bool { return f.daemon.Status.Pending() == 0 })
+	time.Sleep(300 * time.Millisecond) // a retry would come within the first backoff steps
+	if counts := f.api.reset(); counts["PATCH pods/status"] != 1 {
+		t.Errorf("API requests for a gone pod: %v, want one PATCH and no retry", counts)
+	}
+}
+
+func TestStatusIsRepublishedAfterADaemonRestart(t *testing.T) {
+	f := newFixture(t)
+	pod := f.pod("web", "")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+	f.signalAPIServer(syscall.SIGSTOP)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	// The daemon goes away before it could write the status.
+	f.stopDaemon()
+	f.signalAPIServer(syscall.SIGCONT)
+	if st := f.networkStatus(pod); st != nil {
+		t.Fatalf("status written by a daemon that never reached the API server: %+v", st)
+	}
+	f.startDaemon(f.env.Config)
+	f.eventually("network-status from the new daemon", func() bool { return len(f.networkStatus(pod)) == 1 })
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
 	}
 }

@@ -69,6 +69,14 @@ func (w *StatusWriter) Publish(ref record.PodRef, containerID string, status []n
 	w.queue.Add(key)
 }
 
+// Pending counts the statuses not written yet.
+func (w *StatusWriter) Pending() int {
+	w.init()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.pending)
+}
+
 // Retract drops an unwritten status of a sandbox that is gone.
 func (w *StatusWriter) Retract(containerID string) {
 	w.init()

@@ -202,8 +202,8 @@ func FindFile(dir, name string) (*Network, string, error) {
 
 // FindDefault picks the node's default network: the file named name if name
 // is set, else the lexically first loadable config that isExcluded does not
-// reject (plexus's own file).
-func FindDefault(dir, name string, isExcluded func(path string) bool) (*Network, string, error) {
+// reject (plexus's own file). Each file is read once.
+func FindDefault(dir, name string, isExcluded func(path string, n *Network) bool) (*Network, string, error) {
 	if name != "" {
 		return FindFile(dir, name)
 	}
@@ -212,10 +212,8 @@ func FindDefault(dir, name string, isExcluded func(path string) bool) (*Network,
 		return nil, "", fmt.Errorf("reading CNI conf dir %s: %w", dir, err)
 	}
 	for _, f := range files {
-		if isExcluded != nil && isExcluded(f) {
-			continue
-		}
-		if n, err := LoadFile(f); err == nil {
+		n, err := LoadFile(f)
+		if err == nil && (isExcluded == nil || !isExcluded(f, n)) {
 			return n, f, nil
 		}
 	}

@@ -512,12 +512,12 @@ func TestFindDefault(t *testing.T) {
 		"20-b.conf":          conf("b", "macvlan"),
 		"README.md":          conf("readme", "nope"),
 	}
-	notPlexus := func(path string) bool { return filepath.Base(path) == "05-plexus.conflist" }
+	notPlexus := func(path string, _ *netconf.Network) bool { return filepath.Base(path) == "05-plexus.conflist" }
 	tests := []struct {
 		name       string
 		files      map[string]string
 		want       string
-		isExcluded func(string) bool
+		isExcluded func(string, *netconf.Network) bool
 		wantFile   string
 		wantType   string
 		wantErr    []string
@@ -536,7 +536,7 @@ func TestFindDefault(t *testing.T) {
 		{
 			name:       "everything before b excluded",
 			files:      files,
-			isExcluded: func(p string) bool { return filepath.Base(p) < "20" },
+			isExcluded: func(p string, _ *netconf.Network) bool { return filepath.Base(p) < "20" },
 			wantFile:   "20-b.conf", wantType: "macvlan",
 		},
 		{
@@ -555,7 +555,7 @@ func TestFindDefault(t *testing.T) {
 		{
 			name:       "everything excluded",
 			files:      files,
-			isExcluded: func(string) bool { return true },
+			isExcluded: func(string, *netconf.Network) bool { return true },
 			wantErr:    []string{"no default network"},
 		},
 		{
