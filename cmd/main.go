@@ -28,6 +28,8 @@ func main() {
 		"pods may use network definitions of their own namespace and the global namespaces only")
 	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
 		"comma-separated namespaces whose network definitions every pod may use")
+	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
+		"kubelet's pod-resources API, for networks backed by a device plugin resource")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")

@@ -65,6 +65,9 @@ type Engine struct {
 	Pods           Pods
 	Networks       Networks
 	Status         StatusPublisher
+	// Devices finds the device plugin devices of a pod (kubelet's
+	// pod-resources API); nil when the node has none.
+	Devices Devices
 	// IsolateNamespaces restricts pods to definitions of their own
 	// namespace and of GlobalNamespaces.
 	IsolateNamespaces bool

@@ -2,6 +2,7 @@ package plugin_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -511,4 +512,65 @@ func TestRecordIsWrittenBeforeDelegatesRun(t *testing.T) {
 		t.Fatalf("ADD error %v, want the missing plugin named", err)
 	}
 	f.assertClean(netns, "c1")
+}
+
+type devices map[string][]string
+
+func (d devices) PodDevices(context.Context, string, string) (map[string][]string, error) {
+	return d, nil
+}
+
+func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.engine.Devices = devices{"example.com/vf": {"0000:01:00.2", "0000:01:00.3"}}
+	vfNet := plugintest.Conf(M{"cniVersion": "1.0.0", "name": "vf-net", "plugins": []M{{
+		"type": "macvlan", "master": plugintest.Veth(t), "capabilities": M{"deviceID": true},
+		"ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)}}})
+	f.addNAD("team", "vf-net", vfNet)
+	f.nets.nads[k8stypes.NamespacedName{Namespace: "team", Name: "vf-net"}].Annotations =
+		map[string]string{plugin.ResourceNameAnnotation: "example.com/vf"}
+
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net"})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	rec, err := f.engine.Store.Load("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []string{"0000:01:00.2", "0000:01:00.3"} {
+		a := rec.Attachments[i+1]
+		if a.CapabilityArgs["deviceID"] != want {
+			t.Errorf("%s runtimeConfig deviceID %v, want %s", a.IfName, a.CapabilityArgs["deviceID"], want)
+		}
+		var list struct{ Plugins []map[string]interface{} }
+		if err := json.Unmarshal(a.Config, &list); err != nil || list.Plugins[0]["deviceID"] != want {
+			t.Errorf("%s config deviceID %v (%v), want %s", a.IfName, list.Plugins, err, want)
+		}
+		// What the delegate really got: libcni's cache of the ADD.
+		cached, _, err := f.engine.CNI.GetNetworkListCachedConfig(mustList(t, a.Config),
+			&libcni.RuntimeConf{ContainerID: "c1", IfName: a.IfName})
+		if err != nil || !strings.Contains(string(cached), `"deviceID":"`+want+`"`) {
+			t.Errorf("%s delegate config %s (%v), want deviceID %s", a.IfName, cached, err, want)
+		}
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "vf-net")
+
+	// A third attachment has no device left: refused before anything exists.
+	pod3 := f.addPod("team", "greedy", map[string]string{"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net, vf-net"})
+	netns3 := plugintest.NewNS(t)
+	_, err = f.do(f.req("ADD", "c3", netns3, pod3))
+	if err == nil || !strings.Contains(err.Error(), "example.com/vf") || !strings.Contains(err.Error(), "no device left") {
+		t.Fatalf("ADD with too few devices: %v", err)
+	}
+	f.assertClean(netns3, "c3", "vf-net")
+}
+
+func mustList(t *testing.T, config []byte) *libcni.NetworkConfigList {
+	t.Helper()
+	list, err := libcni.NetworkConfFromBytes(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
 }

@@ -67,8 +67,9 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 		return nil, err
 	}
 	routeOwners := 0
+	devices := &devicePool{source: e.Devices, pod: pod}
 	for i := range sels {
-		att, err := e.extraAttachment(ctx, pod, &sels[i], i, args)
+		att, err := e.extraAttachment(ctx, pod, &sels[i], i, args, devices)
 		if err != nil {
 			return nil, err
 		}
@@ -116,7 +117,7 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 			if err != nil {
 				return nil, planError(pod, "annotation %s: %v", selection.DefaultNetworkAnnotation, err)
 			}
-			n, err := e.resolve(ctx, pod, key)
+			n, _, err := e.resolve(ctx, pod, key)
 			if err != nil {
 				return nil, err
 			}
@@ -141,19 +142,19 @@ func isOwnConfig(_ string, n *netconf.Network) bool {
 }
 
 // resolve finds and loads the definition a pod selected.
-func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, error) {
+func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if !e.namespaceAllowed(pod, key.Namespace) {
-		return nil, planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only", key, pod.Namespace, e.GlobalNamespaces)
+		return nil, "", planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only", key, pod.Namespace, e.GlobalNamespaces)
 	}
 	if e.Networks == nil {
-		return nil, planError(pod, "network %s not found: no network definitions source", key)
+		return nil, "", planError(pod, "network %s not found: no network definitions source", key)
 	}
 	nad, err := e.Networks.Network(ctx, key)
 	if errors.Is(err, ErrNetworkNotFound) {
-		return nil, planError(pod, "network %s not found", key)
+		return nil, "", planError(pod, "network %s not found", key)
 	}
 	if err != nil {
-		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: network %s: %v", pod.Namespace, pod.Name, key, err), "")
+		return nil, "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: network %s: %v", pod.Namespace, pod.Name, key, err), "")
 	}
 	var n *netconf.Network
 	if nad.Spec.Config == "" {
@@ -162,9 +163,9 @@ func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedN
 		n, err = netconf.Load([]byte(nad.Spec.Config), nad.Name)
 	}
 	if err != nil {
-		return nil, planError(pod, "network %s: spec.config: %v", key, err)
+		return nil, "", planError(pod, "network %s: spec.config: %v", key, err)
 	}
-	return n, nil
+	return n, nad.Annotations[ResourceNameAnnotation], nil
 }
 
 func (e *Engine) namespaceAllowed(pod *Pod, ns string) bool {
@@ -173,7 +174,8 @@ func (e *Engine) namespaceAllowed(pod *Pod, ns string) bool {
 
 // capabilityArgs maps selection fields to runtimeConfig keys. A field the
 // pod set for a delegate that cannot honour it is an error: a pod asking
-// for a static IP or MAC must not come up silently without it.
+// for a static IP or MAC must not come up silently without it. deviceID is
+// not among them: device plugins' delegates read it from their config.
 func capabilityArgs(sel *selection.Selection) map[string]interface{} {
 	args := map[string]interface{}{}
 	if len(sel.IPs) > 0 {
@@ -191,9 +193,6 @@ func capabilityArgs(sel *selection.Selection) map[string]interface{} {
 	if sel.Bandwidth != nil {
 		args["bandwidth"] = sel.Bandwidth
 	}
-	if sel.DeviceID != "" {
-		args["deviceID"] = sel.DeviceID
-	}
 	return args
 }
 
@@ -201,12 +200,12 @@ func capabilityArgs(sel *selection.Selection) map[string]interface{} {
 // errors the user can act on.
 var fieldOfCapability = map[string]string{
 	"ips": "ips", "mac": "mac", "infinibandGUID": "infiniband-guid",
-	"portMappings": "portMappings", "bandwidth": "bandwidth", "deviceID": "deviceID",
+	"portMappings": "portMappings", "bandwidth": "bandwidth",
 }
 
-func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.Selection, i int, args [][2]string) (*record.Attachment, error) {
+func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.Selection, i int, args [][2]string, devices *devicePool) (*record.Attachment, error) {
 	key := sel.Key()
-	n, err := e.resolve(ctx, pod, key)
+	n, resource, err := e.resolve(ctx, pod, key)
 	if err != nil {
 		return nil, err
 	}
@@ -222,6 +221,18 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 	if len(sel.CNIArgs) > 0 {
 		if config, err = withCNIArgs(config, sel.CNIArgs); err != nil {
 			return nil, planError(pod, "network %s: field \"cni-args\": %v", key, err)
+		}
+	}
+	deviceID, err := devices.assign(ctx, key, resource, sel.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	if deviceID != "" {
+		if config, err = withDeviceID(config, deviceID); err != nil {
+			return nil, planError(pod, "network %s: deviceID: %v", key, err)
+		}
+		if caps["deviceID"] {
+			capArgs["deviceID"] = deviceID
 		}
 	}
 	att := &record.Attachment{
@@ -241,16 +252,7 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 // withCNIArgs sets args.cni of every plugin in a conflist, the pod's keys
 // winning over the definition's.
 func withCNIArgs(config []byte, cniArgs map[string]interface{}) ([]byte, error) {
-	raw := map[string]interface{}{}
-	if err := json.Unmarshal(config, &raw); err != nil {
-		return nil, err
-	}
-	plugins, _ := raw["plugins"].([]interface{})
-	for _, p := range plugins {
-		plugin, ok := p.(map[string]interface{})
-		if !ok {
-			continue
-		}
+	return editPlugins(config, func(plugin map[string]interface{}) {
 		args, _ := plugin["args"].(map[string]interface{})
 		if args == nil {
 			args = map[string]interface{}{}
@@ -264,6 +266,20 @@ func withCNIArgs(config []byte, cniArgs map[string]interface{}) ([]byte, error) 
 		}
 		args["cni"] = cni
 		plugin["args"] = args
+	})
+}
+
+// editPlugins applies edit to every plugin object of a conflist.
+func editPlugins(config []byte, edit func(plugin map[string]interface{})) ([]byte, error) {
+	raw := map[string]interface{}{}
+	if err := json.Unmarshal(config, &raw); err != nil {
+		return nil, err
+	}
+	plugins, _ := raw["plugins"].([]interface{})
+	for _, p := range plugins {
+		if plugin, ok := p.(map[string]interface{}); ok {
+			edit(plugin)
+		}
 	}
 	return json.Marshal(raw)
 }

@@ -41,22 +41,26 @@ type Options struct {
 	IsolateNamespaces bool
 	GlobalNamespaces  []string
 	OperationTimeout  time.Duration
-	MetricsAddr       string
-	ProbeAddr         string
+	// PodResourcesSocket is kubelet's pod-resources API, asked for the
+	// devices of networks backed by a device plugin resource.
+	PodResourcesSocket string
+	MetricsAddr        string
+	ProbeAddr          string
 }
 
 // Defaults are the values a node gets when nothing is configured.
 func Defaults() Options {
 	return Options{
-		SocketPath:        shimapi.DefaultSocket,
-		StateDir:          shimapi.DefaultStateDir,
-		CNIConfDir:        "/etc/cni/net.d",
-		CNIBinDir:         "/opt/cni/bin",
-		IsolateNamespaces: true,
-		GlobalNamespaces:  []string{"default"},
-		OperationTimeout:  2 * time.Minute,
-		MetricsAddr:       ":9091",
-		ProbeAddr:         ":9092",
+		SocketPath:         shimapi.DefaultSocket,
+		StateDir:           shimapi.DefaultStateDir,
+		CNIConfDir:         "/etc/cni/net.d",
+		CNIBinDir:          "/opt/cni/bin",
+		IsolateNamespaces:  true,
+		GlobalNamespaces:   []string{"default"},
+		OperationTimeout:   2 * time.Minute,
+		PodResourcesSocket: kube.DefaultPodResourcesSocket,
+		MetricsAddr:        ":9091",
+		ProbeAddr:          ":9092",
 	}
 }
 
@@ -114,6 +118,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Pods:              &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
 		Networks:          &kube.Networks{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
 		Status:            status,
+		Devices:           &kube.PodResources{Socket: o.PodResourcesSocket},
 		IsolateNamespaces: o.IsolateNamespaces,
 		GlobalNamespaces:  o.GlobalNamespaces,
 	}
