@@ -61,6 +61,10 @@ lint: ## go vet, gofmt and go mod tidy checks.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go mod tidy -diff
 
+.PHONY: bench
+bench: cni-plugins ## Go benchmarks: plexus's overhead over the bare delegates, parsing (not part of test).
+	$(NETNS_RUN) go test -run '^$$' -bench . -benchmem -benchtime 100x ./plugin/...
+
 ##@ Demo
 
 .PHONY: demo

@@ -73,7 +73,7 @@ func (p *published) Retract(id string) {
 }
 
 type fixture struct {
-	t         *testing.T
+	t         testing.TB
 	engine    *plugin.Engine
 	version   string
 	confDir   string
@@ -84,7 +84,7 @@ type fixture struct {
 	published *published
 }
 
-func newFixture(t *testing.T, version string) *fixture {
+func newFixture(t testing.TB, version string) *fixture {
 	t.Helper()
 	plugintest.RequireRoot(t)
 	binDir := plugintest.PluginsDir(t)
@@ -566,7 +566,7 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 	f.assertClean(netns3, "c3", "vf-net")
 }
 
-func mustList(t *testing.T, config []byte) *libcni.NetworkConfigList {
+func mustList(t testing.TB, config []byte) *libcni.NetworkConfigList {
 	t.Helper()
 	list, err := libcni.NetworkConfFromBytes(config)
 	if err != nil {
