@@ -89,4 +89,3 @@ func report(b *testing.B, name string, d []time.Duration) {
 	b.ReportMetric(pct(0.9), name+"-p90-ms")
 	b.Logf("%s: p50 %.2f ms, p90 %.2f ms over %d", name, pct(0.5), pct(0.9), len(s))
 }
-
