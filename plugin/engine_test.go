@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
@@ -573,4 +575,77 @@ func mustList(t testing.TB, config []byte) *libcni.NetworkConfigList {
 		t.Fatal(err)
 	}
 	return list
+}
+
+func TestChainsAndRuntimeConfigGoWhereTheyBelong(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	// The default network declares portMappings, as a cluster network does;
+	// the extra network declares it too, and must still not get kubelet's.
+	f.writeConf("10-default.conflist", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "defnet", "plugins": []M{
+		{"type": "bridge", "bridge": plugintest.Name("plxb"), "isGateway": true, "capabilities": M{"portMappings": true},
+			"ipam": plugintest.HostLocal("10.240.0.0/24", f.dataDir)}}}))
+	// A chain: macvlan, then tuning setting the MTU and a sysctl.
+	f.addNAD("team", "tuned", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "tuned", "plugins": []M{
+		{"type": "macvlan", "master": plugintest.Veth(t), "capabilities": M{"portMappings": true},
+			"ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)},
+		{"type": "tuning", "mtu": 1280, "sysctl": M{"net.ipv4.conf.net1.accept_local": "1"}},
+	}}))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "tuned"})
+	netns := plugintest.NewNS(t)
+	r := f.req("ADD", "c1", netns, pod)
+	kubelet := []M{{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}}
+	r.Config = []byte(plugintest.Conf(M{"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
+		"runtimeConfig": M{"portMappings": kubelet}}))
+	f.mustDo(r)
+
+	var mtu int
+	var sysctl []byte
+	if err := netns.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName("net1")
+		if err != nil {
+			return err
+		}
+		mtu = l.Attrs().MTU
+		sysctl, err = os.ReadFile("/proc/sys/net/ipv4/conf/net1/accept_local")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if mtu != 1280 || strings.TrimSpace(string(sysctl)) != "1" {
+		t.Errorf("net1 mtu %d, accept_local %q: the tuning plugin of the chain did not run", mtu, sysctl)
+	}
+	rec, err := f.engine.Store.Load("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, extra := rec.Attachments[0], rec.Attachments[1]
+	// What libcni handed each delegate, from its cache of the ADDs.
+	_, rtDef, err := f.engine.CNI.GetNetworkListCachedConfig(mustList(t, def.Config), &libcni.RuntimeConf{ContainerID: "c1", IfName: "eth0"})
+	if err != nil || rtDef == nil || rtDef.CapabilityArgs["portMappings"] == nil {
+		t.Errorf("the default network did not get kubelet's portMappings: %+v (%v)", rtDef, err)
+	}
+	_, rtExtra, err := f.engine.CNI.GetNetworkListCachedConfig(mustList(t, extra.Config), &libcni.RuntimeConf{ContainerID: "c1", IfName: "net1"})
+	if err != nil || rtExtra == nil || rtExtra.CapabilityArgs["portMappings"] != nil {
+		t.Errorf("an extra network got kubelet's portMappings: %+v (%v)", rtExtra, err)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "tuned")
+}
+
+func TestIpvlanWhereTheKernelHasIt(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	master := plugintest.Veth(t)
+	if err := plugintest.ProbeLinkType("ipvlan", master); err != nil {
+		t.Skipf("this kernel has no ipvlan link type (%v); macvlan covers the same paths elsewhere", err)
+	}
+	f.addNAD("team", "iv", plugintest.Conf(M{"cniVersion": "1.0.0", "type": "ipvlan", "master": master,
+		"ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)}))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "iv"})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	if l, ok := plugintest.LinkIn(t, netns, "net1"); !ok || len(l.Addrs) != 1 {
+		t.Errorf("net1 %+v present=%v", l, ok)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "iv")
 }

@@ -260,3 +260,28 @@ func LockThread(t testing.TB) {
 	runtime.LockOSThread()
 	t.Cleanup(runtime.UnlockOSThread)
 }
+
+// ProbeLinkType tries to make a link of a kind (ipvlan, vlan, dummy...) on
+// parent and removes it: the error says the kernel lacks it.
+func ProbeLinkType(kind, parent string) error {
+	p, err := netlink.LinkByName(parent)
+	if err != nil {
+		return err
+	}
+	attrs := netlink.LinkAttrs{Name: Name("plxp"), ParentIndex: p.Attrs().Index}
+	var l netlink.Link
+	switch kind {
+	case "ipvlan":
+		l = &netlink.IPVlan{LinkAttrs: attrs, Mode: netlink.IPVLAN_MODE_L2}
+	case "vlan":
+		l = &netlink.Vlan{LinkAttrs: attrs, VlanId: 42}
+	case "dummy":
+		l = &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: attrs.Name}}
+	default:
+		return fmt.Errorf("no probe for %q", kind)
+	}
+	if err := netlink.LinkAdd(l); err != nil {
+		return err
+	}
+	return netlink.LinkDel(l)
+}
