@@ -12,6 +12,8 @@ CACHE           := $(CURDIR)/.cache
 K8S_BIN         := $(CACHE)/k8s/$(K8S_VERSION)/bin
 CNI_BIN         := $(CACHE)/cni/$(CNI_VERSION)/bin
 BIN             := $(CURDIR)/bin
+CONTROLLER_TOOLS_VERSION := v0.19.0
+CONTROLLER_GEN  := $(CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
 GO_TEST_FLAGS   ?=
 # Tests run in a network namespace of their own, so the bridges and veths
 # they make never touch the host's network.
@@ -43,14 +45,43 @@ $(CNI_BIN)/bridge:
 	GOBIN=$(CNI_BIN) go install github.com/containernetworking/plugins/plugins/...@$(CNI_VERSION)
 
 .PHONY: envtest-assets
-envtest-assets: ## Build kube-apiserver from source and install etcd for envtest (cached).
-	hack/build-k8s.sh $(K8S_BIN) kube-apiserver
+envtest-assets: ## Build kube-apiserver and kubectl from source and install etcd for envtest (cached).
+	hack/build-k8s.sh $(K8S_BIN) kube-apiserver kubectl
 	hack/install-etcd.sh $(K8S_BIN)
+
+##@ Generate
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Install controller-gen (cached per version).
+$(CONTROLLER_GEN):
+	GOBIN=$(dir $(CONTROLLER_GEN)) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: generate
+generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy code (api/*/zz_generated.deepcopy.go).
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+# The bases are removed first so that a renamed or deleted kind leaves no
+# stale CRD behind. RBAC is not generated: config/rbac/role.yaml is written
+# by hand.
+.PHONY: manifests
+manifests: $(CONTROLLER_GEN) ## Generate the API's CRDs (config/crd/bases).
+	rm -f config/crd/bases/*.yaml
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+.PHONY: verify-manifests
+verify-manifests: generate manifests ## Fail if generated code or CRDs under api/ and config/ differ from git.
+	@if ! git diff --quiet -- api config || [ -n "$$(git ls-files --others --exclude-standard -- api config)" ]; then \
+		echo "verify-manifests: api/ or config/ is not what 'make generate manifests' produces, or is not in git:"; \
+		git status --short -- api config; \
+		git --no-pager diff -- api config; \
+		echo "run 'make generate manifests' and commit api/ and config/."; \
+		exit 1; \
+	fi
 
 ##@ Test
 
 .PHONY: test
-test: lint cni-plugins envtest-assets ## Run every test: real netns, real plugins, a real kube-apiserver (as root).
+test: lint verify-manifests cni-plugins envtest-assets ## Run every test: real netns, real plugins, a real kube-apiserver (as root).
 	go mod download
 	go build ./...
 	PLEXUS_REQUIRE_REAL=1 $(NETNS_RUN) go test $(GO_TEST_FLAGS) ./...

@@ -1,0 +1,134 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types of a NodeNetworkStatus.
+const (
+	// ConditionReady: the node's daemon serves CNI calls, its conflist and
+	// shim are in place and its caches have synced.
+	ConditionReady = "Ready"
+	// ConditionDefaultNetworkFound: a default network config exists in the
+	// node's CNI conf dir.
+	ConditionDefaultNetworkFound = "DefaultNetworkFound"
+	// ConditionConfigWritten: the node conflist that makes the runtime call
+	// plexus is written and current.
+	ConditionConfigWritten = "ConfigWritten"
+	// ConditionShimInstalled: the plexus binary is in the CNI bin dir.
+	ConditionShimInstalled = "ShimInstalled"
+)
+
+// MaxListed bounds the networks a status lists one by one, so that a
+// cluster with thousands of definitions keeps a small object; the counts
+// are always exact.
+const MaxListed = 50
+
+// DefaultNetwork is the network every pod of the node gets first.
+type DefaultNetwork struct {
+	// Name is the network name in its config.
+	Name string `json:"name"`
+	// File is the config file in the node's CNI conf dir.
+	File string `json:"file"`
+	// Type is the plugin types of the config, "+"-joined for a chain.
+	Type string `json:"type"`
+	// CNIVersion is the config's cniVersion.
+	CNIVersion string `json:"cniVersion,omitempty"`
+}
+
+// NetworkProblem is a NetworkAttachmentDefinition this node rejected or
+// renders with a warning.
+type NetworkProblem struct {
+	// Namespace of the definition.
+	Namespace string `json:"namespace"`
+	// Name of the definition.
+	Name string `json:"name"`
+	// Reason is a CamelCase cause: InvalidConfig, PluginMissing,
+	// InvalidName, DefaultedCNIVersion.
+	Reason string `json:"reason"`
+	// Message says what is wrong, naming the field.
+	Message string `json:"message"`
+}
+
+// NodeNetworkStatusStatus is what the node's daemon sees.
+type NodeNetworkStatusStatus struct {
+	// DefaultNetwork is the node's default network, if one was found.
+	// +optional
+	DefaultNetwork *DefaultNetwork `json:"defaultNetwork,omitempty"`
+
+	// ConfigFile is the conflist the runtime reads to call plexus.
+	// +optional
+	ConfigFile string `json:"configFile,omitempty"`
+
+	// ConfigWritten is when ConfigFile's content last changed.
+	// +optional
+	ConfigWritten *metav1.Time `json:"configWritten,omitempty"`
+
+	// NetworksRendered counts the definitions valid on this node and
+	// rendered into its store.
+	NetworksRendered int32 `json:"networksRendered"`
+
+	// NetworksRejected counts the definitions this node cannot attach.
+	NetworksRejected int32 `json:"networksRejected"`
+
+	// Rejected lists rejected definitions with the reason (at most
+	// MaxListed).
+	// +optional
+	// +listType=atomic
+	Rejected []NetworkProblem `json:"rejected,omitempty"`
+
+	// Warnings lists definitions rendered with a warning (at most
+	// MaxListed).
+	// +optional
+	// +listType=atomic
+	Warnings []NetworkProblem `json:"warnings,omitempty"`
+
+	// Attachments counts the pod sandboxes plexus holds on the node.
+	Attachments int32 `json:"attachments"`
+
+	// MissingPlugins lists plugin types that definitions name but the
+	// node's CNI bin dir lacks.
+	// +optional
+	// +listType=set
+	MissingPlugins []string `json:"missingPlugins,omitempty"`
+
+	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// NodeNetworkStatus is what one node's plexus daemon sees: its default
+// network, the network definitions it can and cannot attach, and the
+// attachments it holds. There is one per node, named after it, owned by
+// the Node.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=nns
+// +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.metadata.name`
+// +kubebuilder:printcolumn:name="Default Network",type=string,JSONPath=`.status.defaultNetwork.name`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Networks",type=integer,JSONPath=`.status.networksRendered`
+// +kubebuilder:printcolumn:name="Rejected",type=integer,JSONPath=`.status.networksRejected`,priority=1
+// +kubebuilder:printcolumn:name="Attachments",type=integer,JSONPath=`.status.attachments`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type NodeNetworkStatus struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +optional
+	Status NodeNetworkStatusStatus `json:"status,omitempty"`
+}
+
+// NodeNetworkStatusList is a list of NodeNetworkStatus.
+// +kubebuilder:object:root=true
+type NodeNetworkStatusList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []NodeNetworkStatus `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&NodeNetworkStatus{}, &NodeNetworkStatusList{})
+}

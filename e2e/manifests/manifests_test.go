@@ -1,0 +1,491 @@
+// Package manifests_test checks what `kubectl apply -k config/default`
+// installs: the objects, the ClusterRole's exact rules and the DaemonSet's
+// shape, rendered by a real kubectl (built from source by
+// `make envtest-assets`). Without kubectl the rendering tests skip, or fail
+// when PLEXUS_REQUIRE_REAL is set (as `make test` does).
+package manifests_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	namespace = "kube-system"
+	name      = "plexus"
+	nadCRD    = "network-attachment-definitions.k8s.cni.cncf.io"
+	nnsCRD    = "nodenetworkstatuses.plexus.cni.dev"
+)
+
+// rendered holds the objects of config/default, by kind and name.
+type rendered struct {
+	crds     map[string]*apiextensionsv1.CustomResourceDefinition
+	roles    map[string]*rbacv1.ClusterRole
+	bindings map[string]*rbacv1.ClusterRoleBinding
+	accounts map[string]*corev1.ServiceAccount
+	daemons  map[string]*appsv1.DaemonSet
+	labels   map[string]map[string]string // "Kind ns/name" -> labels
+}
+
+func TestObjects(t *testing.T) {
+	r := render(t)
+	var got []string
+	for k := range r.labels {
+		got = append(got, k)
+	}
+	sort.Strings(got)
+	want := []string{
+		"ClusterRole /plexus",
+		"ClusterRoleBinding /plexus",
+		"CustomResourceDefinition /" + nadCRD,
+		"CustomResourceDefinition /" + nnsCRD,
+		"DaemonSet kube-system/plexus",
+		"ServiceAccount kube-system/plexus",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("objects:\n got %q\nwant %q", got, want)
+	}
+	for k, l := range r.labels {
+		if l["app.kubernetes.io/name"] != name {
+			t.Errorf("%s: label app.kubernetes.io/name = %q, want %q", k, l["app.kubernetes.io/name"], name)
+		}
+	}
+}
+
+// TestClusterRole holds the daemon to exactly the permissions DESIGN.md's
+// Security section allows: each (group, resource, verb) is listed once.
+func TestClusterRole(t *testing.T) {
+	role := render(t).roles[name]
+	if role == nil {
+		t.Fatalf("no ClusterRole %s", name)
+	}
+	if role.AggregationRule != nil {
+		t.Errorf("ClusterRole %s aggregates other roles", name)
+	}
+	want := permissions(map[string][]string{
+		"/pods":        {"get", "list", "watch"},
+		"/pods/status": {"patch"},
+		"k8s.cni.cncf.io/network-attachment-definitions": {"get", "list", "watch"},
+		"/events":                            {"create", "patch"},
+		"events.k8s.io/events":               {"create", "patch"},
+		"/nodes":                             {"get"},
+		"plexus.cni.dev/nodenetworkstatuses": {"get", "list", "watch", "create", "update", "patch", "delete"},
+		"plexus.cni.dev/nodenetworkstatuses/status": {"get", "update", "patch"},
+	})
+	var got []string
+	for i, rule := range role.Rules {
+		if len(rule.NonResourceURLs) > 0 {
+			t.Errorf("rule %d: non-resource URLs %q", i, rule.NonResourceURLs)
+		}
+		for _, s := range slices.Concat(rule.APIGroups, rule.Resources, rule.Verbs, rule.ResourceNames) {
+			if strings.Contains(s, "*") {
+				t.Errorf("rule %d: wildcard %q", i, s)
+			}
+		}
+		for _, g := range rule.APIGroups {
+			for _, res := range rule.Resources {
+				for _, v := range rule.Verbs {
+					got = append(got, g+"/"+res+" "+v)
+				}
+			}
+		}
+	}
+	sort.Strings(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("ClusterRole %s permissions:\n got %q\nwant %q", name, got, want)
+	}
+}
+
+// permissions flattens "group/resource" -> verbs into sorted
+// "group/resource verb" lines.
+func permissions(m map[string][]string) []string {
+	var out []string
+	for res, verbs := range m {
+		for _, v := range verbs {
+			out = append(out, res+" "+v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestClusterRoleBinding(t *testing.T) {
+	r := render(t)
+	b := r.bindings[name]
+	if b == nil {
+		t.Fatalf("no ClusterRoleBinding %s", name)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}
+	if b.RoleRef != wantRef {
+		t.Errorf("roleRef = %+v, want %+v", b.RoleRef, wantRef)
+	}
+	wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}}
+	if !slices.Equal(b.Subjects, wantSubjects) {
+		t.Errorf("subjects = %+v, want %+v", b.Subjects, wantSubjects)
+	}
+	if r.accounts[name] == nil || r.accounts[name].Namespace != namespace {
+		t.Errorf("no ServiceAccount %s/%s", namespace, name)
+	}
+}
+
+func TestDaemonSetPod(t *testing.T) {
+	ds := daemonSet(t)
+	spec := ds.Spec.Template.Spec
+	if !spec.HostNetwork || !spec.HostPID {
+		t.Errorf("hostNetwork = %v, hostPID = %v, want both true", spec.HostNetwork, spec.HostPID)
+	}
+	if spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("dnsPolicy = %q", spec.DNSPolicy)
+	}
+	if spec.ServiceAccountName != name {
+		t.Errorf("serviceAccountName = %q, want %q", spec.ServiceAccountName, name)
+	}
+	if spec.PriorityClassName != "system-node-critical" {
+		t.Errorf("priorityClassName = %q", spec.PriorityClassName)
+	}
+	everywhere := corev1.Toleration{Operator: corev1.TolerationOpExists}
+	if !slices.Contains(spec.Tolerations, everywhere) {
+		t.Errorf("tolerations %+v lack a bare `operator: Exists`", spec.Tolerations)
+	}
+	if u := ds.Spec.UpdateStrategy; u.Type != appsv1.RollingUpdateDaemonSetStrategyType ||
+		u.RollingUpdate == nil || u.RollingUpdate.MaxUnavailable == nil || u.RollingUpdate.MaxUnavailable.IntValue() != 1 {
+		t.Errorf("updateStrategy = %+v, want RollingUpdate with maxUnavailable 1", u)
+	}
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		t.Fatalf("selector: %v", err)
+	}
+	if !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Errorf("selector %s does not match the pod labels %v", sel, ds.Spec.Template.Labels)
+	}
+}
+
+func TestDaemonSetContainer(t *testing.T) {
+	c := container(t, daemonSet(t))
+	if c.Image != "plexus:dev" {
+		t.Errorf("image = %q, want plexus:dev (kustomize's images entry)", c.Image)
+	}
+	if !slices.Equal(c.Command, []string{"/usr/local/bin/plexus-daemon"}) {
+		t.Errorf("command = %q", c.Command)
+	}
+	for _, arg := range []string{
+		"--cni-conf-dir=/host/etc/cni/net.d",
+		"--cni-bin-dir=/host/opt/cni/bin",
+		"--shim-source=/usr/local/bin/plexus",
+		"--state-dir=/var/lib/plexus",
+		"--socket=/run/plexus/plexus.sock",
+		"--metrics-bind-address=:9091",
+		"--health-probe-bind-address=:9092",
+	} {
+		if !slices.Contains(c.Args, arg) {
+			t.Errorf("args %q lack %s", c.Args, arg)
+		}
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "NODE_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+			e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
+	}) {
+		t.Errorf("env %+v lacks NODE_NAME from spec.nodeName", c.Env)
+	}
+	if sc := c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
+		t.Errorf("container is not privileged")
+	}
+	checkProbe(t, "liveness", c, c.LivenessProbe, "/healthz", 9092)
+	checkProbe(t, "readiness", c, c.ReadinessProbe, "/readyz", 9092)
+}
+
+func checkProbe(t *testing.T, kind string, c *corev1.Container, p *corev1.Probe, path string, port int32) {
+	t.Helper()
+	if p == nil || p.HTTPGet == nil {
+		t.Errorf("no HTTP %s probe", kind)
+		return
+	}
+	got := p.HTTPGet.Port.IntVal
+	if name := p.HTTPGet.Port.StrVal; name != "" {
+		got = 0
+		for _, cp := range c.Ports {
+			if cp.Name == name {
+				got = cp.ContainerPort
+			}
+		}
+	}
+	if p.HTTPGet.Path != path || got != port {
+		t.Errorf("%s probe: %s on port %d (%s), want %s on %d", kind, p.HTTPGet.Path, got, p.HTTPGet.Port.String(), path, port)
+	}
+}
+
+// mount is one host directory as the container sees it.
+type mount struct {
+	path        string
+	readOnly    bool
+	propagation corev1.MountPropagationMode
+}
+
+// TestDaemonSetHostPaths lists every host directory the daemon reaches: a
+// new one is a change to what the daemon can touch on the node.
+func TestDaemonSetHostPaths(t *testing.T) {
+	ds := daemonSet(t)
+	got := hostMounts(t, ds)
+	want := map[string]mount{
+		"/etc/cni/net.d":                 {path: "/host/etc/cni/net.d"},
+		"/opt/cni/bin":                   {path: "/host/opt/cni/bin"},
+		"/var/lib/plexus":                {path: "/var/lib/plexus"},
+		"/run/plexus":                    {path: "/run/plexus"},
+		"/var/run/netns":                 {path: "/var/run/netns", propagation: corev1.MountPropagationHostToContainer},
+		"/var/lib/kubelet/pod-resources": {path: "/var/lib/kubelet/pod-resources", readOnly: true},
+	}
+	for host, w := range want {
+		if g, ok := got[host]; !ok {
+			t.Errorf("host path %s not mounted", host)
+		} else if g != w {
+			t.Errorf("host path %s mounted as %+v, want %+v", host, g, w)
+		}
+	}
+	for host, g := range got {
+		if _, ok := want[host]; !ok {
+			t.Errorf("unexpected host path %s mounted at %s", host, g.path)
+		}
+	}
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if hp := v.HostPath; hp != nil && (hp.Path == "/var/lib/plexus" || hp.Path == "/run/plexus") &&
+			(hp.Type == nil || *hp.Type != corev1.HostPathDirectoryOrCreate) {
+			t.Errorf("host path %s: type %v, want DirectoryOrCreate (the daemon owns it)", hp.Path, hp.Type)
+		}
+	}
+}
+
+// hostMounts maps each host path to where the container mounts it.
+func hostMounts(t *testing.T, ds *appsv1.DaemonSet) map[string]mount {
+	t.Helper()
+	hostPaths := map[string]string{} // volume -> host path
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	out := map[string]mount{}
+	for _, vm := range container(t, ds).VolumeMounts {
+		host, ok := hostPaths[vm.Name]
+		if !ok {
+			continue
+		}
+		m := mount{path: vm.MountPath, readOnly: vm.ReadOnly}
+		if vm.MountPropagation != nil {
+			m.propagation = *vm.MountPropagation
+		}
+		if _, dup := out[host]; dup {
+			t.Errorf("host path %s mounted twice", host)
+		}
+		out[host] = m
+	}
+	return out
+}
+
+// TestDaemonSetFlagsOnHostPaths checks that each path flag points into the
+// host directory it is about, so the shim on the host and the daemon in
+// its container see the same files.
+func TestDaemonSetFlagsOnHostPaths(t *testing.T) {
+	ds := daemonSet(t)
+	mounts := hostMounts(t, ds)
+	flags := map[string]string{}
+	for _, a := range container(t, ds).Args {
+		if k, v, ok := strings.Cut(a, "="); ok {
+			flags[k] = v
+		}
+	}
+	for flag, host := range map[string]string{
+		"--cni-conf-dir": "/etc/cni/net.d",
+		"--cni-bin-dir":  "/opt/cni/bin",
+		"--state-dir":    "/var/lib/plexus",
+		"--socket":       "/run/plexus",
+	} {
+		v := flags[flag]
+		if flag == "--socket" {
+			v = path.Dir(v)
+		}
+		if m, ok := mounts[host]; !ok || m.path != v {
+			t.Errorf("%s=%s is not the mount of host %s (%+v)", flag, flags[flag], host, m)
+		}
+	}
+}
+
+// TestStatusCRD reads the generated CRD itself, so it needs no kubectl.
+func TestStatusCRD(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "config", "crd", "bases", "plexus.cni.dev_nodenetworkstatuses.yaml"))
+	if err != nil {
+		t.Fatalf("%v (run `make manifests`)", err)
+	}
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := yaml.UnmarshalStrict(b, &crd); err != nil {
+		t.Fatal(err)
+	}
+	if crd.Name != nnsCRD || crd.Spec.Scope != apiextensionsv1.ClusterScoped {
+		t.Errorf("CRD %s scope %s, want %s scope Cluster", crd.Name, crd.Spec.Scope, nnsCRD)
+	}
+	if len(crd.Spec.Versions) != 1 || crd.Spec.Versions[0].Name != "v1alpha1" {
+		t.Fatalf("versions %+v, want v1alpha1 only", crd.Spec.Versions)
+	}
+	v := crd.Spec.Versions[0]
+	if v.Subresources == nil || v.Subresources.Status == nil {
+		t.Errorf("no status subresource")
+	}
+	var columns []string
+	for _, c := range v.AdditionalPrinterColumns {
+		if c.Priority == 0 {
+			columns = append(columns, c.Name)
+		}
+	}
+	want := []string{"Node", "Default Network", "Ready", "Networks", "Attachments", "Age"}
+	if !slices.Equal(columns, want) {
+		t.Errorf("printer columns %q, want %q", columns, want)
+	}
+}
+
+func daemonSet(t *testing.T) *appsv1.DaemonSet {
+	t.Helper()
+	ds := render(t).daemons[name]
+	if ds == nil || ds.Namespace != namespace {
+		t.Fatalf("no DaemonSet %s/%s", namespace, name)
+	}
+	return ds
+}
+
+func container(t *testing.T, ds *appsv1.DaemonSet) *corev1.Container {
+	t.Helper()
+	cs := ds.Spec.Template.Spec.Containers
+	if len(cs) != 1 {
+		t.Fatalf("DaemonSet %s has %d containers, want 1", ds.Name, len(cs))
+	}
+	return &cs[0]
+}
+
+// render runs `kubectl kustomize config/default` and decodes every object
+// strictly, so a misspelt field in the YAML fails here.
+func render(t *testing.T) *rendered {
+	t.Helper()
+	root := repoRoot(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, kubectl(t, root), "kustomize", filepath.Join(root, "config", "default"))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
+	}
+	r := &rendered{
+		crds:     map[string]*apiextensionsv1.CustomResourceDefinition{},
+		roles:    map[string]*rbacv1.ClusterRole{},
+		bindings: map[string]*rbacv1.ClusterRoleBinding{},
+		accounts: map[string]*corev1.ServiceAccount{},
+		daemons:  map[string]*appsv1.DaemonSet{},
+		labels:   map[string]map[string]string{},
+	}
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return r
+		}
+		if err != nil {
+			t.Fatalf("reading kustomize output: %v", err)
+		}
+		if len(bytes.TrimSpace(doc)) > 0 {
+			r.add(t, doc)
+		}
+	}
+}
+
+func (r *rendered) add(t *testing.T, doc []byte) {
+	t.Helper()
+	var head struct {
+		metav1.TypeMeta   `json:",inline"`
+		metav1.ObjectMeta `json:"metadata"`
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		t.Fatalf("decoding an object: %v", err)
+	}
+	key := head.Kind + " " + head.Namespace + "/" + head.Name
+	if _, dup := r.labels[key]; dup {
+		t.Errorf("%s rendered twice", key)
+	}
+	r.labels[key] = head.Labels
+	var obj any
+	switch head.Kind {
+	case "CustomResourceDefinition":
+		r.crds[head.Name] = &apiextensionsv1.CustomResourceDefinition{}
+		obj = r.crds[head.Name]
+	case "ClusterRole":
+		r.roles[head.Name] = &rbacv1.ClusterRole{}
+		obj = r.roles[head.Name]
+	case "ClusterRoleBinding":
+		r.bindings[head.Name] = &rbacv1.ClusterRoleBinding{}
+		obj = r.bindings[head.Name]
+	case "ServiceAccount":
+		r.accounts[head.Name] = &corev1.ServiceAccount{}
+		obj = r.accounts[head.Name]
+	case "DaemonSet":
+		r.daemons[head.Name] = &appsv1.DaemonSet{}
+		obj = r.daemons[head.Name]
+	default:
+		return // TestObjects reports it
+	}
+	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+		t.Errorf("%s: %v", key, err)
+	}
+}
+
+// kubectl is $KUBECTL, or the one `make envtest-assets` builds.
+func kubectl(t *testing.T, root string) string {
+	t.Helper()
+	if k := os.Getenv("KUBECTL"); k != "" {
+		return k
+	}
+	out, err := exec.Command(filepath.Join(root, "hack", "build-k8s.sh"), "--print-version").Output()
+	if err != nil {
+		t.Fatalf("hack/build-k8s.sh --print-version: %v", err)
+	}
+	k := filepath.Join(root, ".cache", "k8s", strings.TrimSpace(string(out)), "bin", "kubectl")
+	if _, err := os.Stat(k); err != nil {
+		msg := "kubectl not found at " + k + " (run `make envtest-assets`, or set KUBECTL)"
+		if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return k
+}
+
+// repoRoot is the module root: the test runs in e2e/manifests.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("no go.mod at %s: %v", root, err)
+	}
+	return root
+}
