@@ -5,6 +5,7 @@ package main
 import (
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"go.uber.org/zap/zapcore"
@@ -30,6 +31,11 @@ func main() {
 		"comma-separated namespaces whose network definitions every pod may use")
 	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
 		"kubelet's pod-resources API, for networks backed by a device plugin resource")
+	flag.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),
+		"the plexus CNI binary to install into the CNI bin dir; empty installs nothing")
+	flag.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
+		"a file (written by the default network) that must exist before plexus's conflist is written")
+	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
@@ -52,6 +58,15 @@ func main() {
 		log.Error(err, "daemon stopped")
 		os.Exit(1)
 	}
+}
+
+// defaultShimSource is the shim shipped beside the daemon in its image.
+func defaultShimSource() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(filepath.Dir(exe), "plexus")
 }
 
 func splitList(s string) []string {

@@ -128,16 +128,16 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 	if name == "" {
 		name = e.DefaultNetwork
 	}
-	n, _, err := netconf.FindDefault(e.ConfDir, name, isOwnConfig)
+	n, _, err := netconf.FindDefault(e.ConfDir, name, IsOwnConfig)
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("default network: %v", err), "")
 	}
 	return &record.Attachment{Network: n.List.Name, Default: true, IfName: ifname, Config: n.List.Bytes}, nil
 }
 
-// isOwnConfig tells plexus's own conflist from the networks it delegates
+// IsOwnConfig tells plexus's own conflist from the networks it delegates
 // to, so that it never picks itself as the default network.
-func isOwnConfig(_ string, n *netconf.Network) bool {
+func IsOwnConfig(_ string, n *netconf.Network) bool {
 	return slices.ContainsFunc(n.List.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == PluginType })
 }
 

@@ -7,25 +7,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/plexus-cni/plexus/api/v1alpha1"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/cniserver"
 	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/plugin/netstore"
 	"github.com/plexus-cni/plexus/plugin/record"
 	"github.com/plexus-cni/plexus/plugin/shimapi"
 )
@@ -44,8 +51,16 @@ type Options struct {
 	// PodResourcesSocket is kubelet's pod-resources API, asked for the
 	// devices of networks backed by a device plugin resource.
 	PodResourcesSocket string
-	MetricsAddr        string
-	ProbeAddr          string
+	// ShimSource is the shim binary installed into CNIBinDir; empty
+	// installs nothing.
+	ShimSource string
+	// ReadinessIndicator is a file that must exist before the node
+	// conflist is written; empty waits for nothing.
+	ReadinessIndicator string
+	// Resync is how often the conf dir is read again besides its watch.
+	Resync      time.Duration
+	MetricsAddr string
+	ProbeAddr   string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -59,6 +74,7 @@ func Defaults() Options {
 		GlobalNamespaces:   []string{"default"},
 		OperationTimeout:   2 * time.Minute,
 		PodResourcesSocket: kube.DefaultPodResourcesSocket,
+		Resync:             30 * time.Second,
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
 	}
@@ -67,7 +83,7 @@ func Defaults() Options {
 // Scheme holds the types the daemon reads.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme, v1alpha1.AddToScheme} {
 		if err := add(s); err != nil {
 			panic(err)
 		}
@@ -77,10 +93,13 @@ func Scheme() *runtime.Scheme {
 
 // Daemon is a configured, not yet started, node daemon.
 type Daemon struct {
-	Manager manager.Manager
-	Engine  *plugin.Engine
-	Server  *cniserver.Server
-	Status  *kube.StatusWriter
+	Manager    manager.Manager
+	Engine     *plugin.Engine
+	Server     *cniserver.Server
+	Status     *kube.StatusWriter
+	Node       *controllers.NodeConfig
+	Networks   *controllers.NetworkReconciler
+	NodeStatus *controllers.StatusReconciler
 }
 
 // New builds the daemon. Start it with d.Manager.Start.
@@ -94,11 +113,16 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
 		HealthProbeBindAddress: o.ProbeAddr,
 		LeaderElection:         false,
+		// One daemon per process in production; tests and the demo build
+		// several in one process, which the name check would refuse.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		Cache: cache.Options{
 			DefaultTransform: cache.TransformStripManagedFields(),
 			ByObject: map[client.Object]cache.ByObject{
 				// Only this node's pods: the cache stays the size of a node.
 				&corev1.Pod{}: {Field: fields.OneTermEqualSelector("spec.nodeName", o.NodeName)},
+				// Definitions trimmed to what resolution needs.
+				&nadv1.NetworkAttachmentDefinition{}: {Transform: trimNetwork},
 			},
 		},
 	})
@@ -109,6 +133,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	netStore, err := netstore.New(NetworksDir(o.StateDir))
+	if err != nil {
+		return nil, err
+	}
 	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
 	engine := &plugin.Engine{
 		CNI:               libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
@@ -116,15 +144,34 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		ConfDir:           o.CNIConfDir,
 		DefaultNetwork:    o.DefaultNetwork,
 		Pods:              &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
-		Networks:          &kube.Networks{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
+		Networks:          &kube.Networks{Store: netStore, Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
 		Status:            status,
 		Devices:           &kube.PodResources{Socket: o.PodResourcesSocket},
 		IsolateNamespaces: o.IsolateNamespaces,
 		GlobalNamespaces:  o.GlobalNamespaces,
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
-	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status}
-	for _, r := range []manager.Runnable{status, server, manager.RunnableFunc(d.republish)} {
+	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), NodeName: o.NodeName, Records: store,
+		Serving: func() error { return server.Ready(nil) }, Log: log.WithName("nodestatus")}
+	node := &controllers.NodeConfig{
+		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
+		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir,
+		ShimSource: o.ShimSource, Resync: o.Resync,
+		CanServe: func() bool { return server.Ready(nil) == nil },
+		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),
+	}
+	networks := &controllers.NetworkReconciler{Reader: mgr.GetClient(), Store: netStore, ConfDir: o.CNIConfDir,
+		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: mgr.GetEventRecorderFor("plexus"),
+		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
+	nodeStatus.Node, nodeStatus.Networks = node, networks
+	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus}
+	if err := networks.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := nodeStatus.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	for _, r := range []manager.Runnable{status, server, node, manager.RunnableFunc(d.republish), manager.RunnableFunc(networks.Prune)} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}
@@ -139,10 +186,49 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	if err := mgr.AddReadyzCheck("cni-socket", server.Ready); err != nil {
-		return nil, err
+	for name, check := range map[string]healthz.Checker{
+		"cni-socket":  server.Ready,
+		"node-config": func(*http.Request) error { return node.Ready() },
+		"caches":      cacheSynced(mgr),
+	} {
+		if err := mgr.AddReadyzCheck(name, check); err != nil {
+			return nil, err
+		}
 	}
 	return d, nil
+}
+
+// NetworksDir is where the node's rendered definitions are.
+func NetworksDir(stateDir string) string { return stateDir + "/networks" }
+
+func cacheSynced(mgr manager.Manager) healthz.Checker {
+	return func(r *http.Request) error {
+		ctx, cancel := context.WithTimeout(r.Context(), 100*time.Millisecond)
+		defer cancel()
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return errors.New("caches not synced")
+		}
+		return nil
+	}
+}
+
+// trimNetwork keeps of a definition what resolution needs, so that
+// thousands of definitions cost little memory on every node.
+func trimNetwork(obj interface{}) (interface{}, error) {
+	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
+	if !ok {
+		return obj, nil
+	}
+	trimmed := &nadv1.NetworkAttachmentDefinition{
+		TypeMeta: nad.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Namespace: nad.Namespace, Name: nad.Name, UID: nad.UID,
+			ResourceVersion: nad.ResourceVersion, Generation: nad.Generation},
+		Spec: nad.Spec,
+	}
+	if rn := nad.Annotations[plugin.ResourceNameAnnotation]; rn != "" {
+		trimmed.Annotations = map[string]string{plugin.ResourceNameAnnotation: rn}
+	}
+	return trimmed, nil
 }
 
 // republish queues the status of every recorded sandbox once the caches

@@ -127,6 +127,18 @@ func resourceOf(path string) string {
 	return parts[len(parts)-1]
 }
 
+// onPodPath drops the node's own bookkeeping (its NodeNetworkStatus, the
+// events about definitions), which runs on its own schedule, not per pod.
+func onPodPath(counts map[string]int) map[string]int {
+	out := map[string]int{}
+	for k, v := range counts {
+		if !strings.HasSuffix(k, "nodenetworkstatuses") && !strings.Contains(k, "nodenetworkstatuses/") && !strings.HasSuffix(k, " events") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
@@ -147,7 +159,8 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	plugintest.RequireRoot(t)
 	logSink.attach(t)
-	env := plugintest.NewEnvironment(assets(t), filepath.Join(plugintest.RepoRoot(t), "config", "crd", "npwg"))
+	crds := filepath.Join(plugintest.RepoRoot(t), "config", "crd")
+	env := plugintest.NewEnvironment(assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
@@ -173,10 +186,12 @@ func newFixture(t *testing.T) *fixture {
 	f.opts.SocketPath = filepath.Join(f.dir, "run", "plexus.sock")
 	f.opts.StateDir = filepath.Join(f.dir, "state")
 	f.opts.CNIConfDir = confDir
-	f.opts.CNIBinDir = plugintest.PluginsDir(t)
+	f.opts.CNIBinDir = plugintest.BinDir(t)
+	f.opts.ShimSource = shim(t)
 	f.opts.MetricsAddr = "0"
 	f.opts.ProbeAddr = "0"
 
+	f.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	daemonCfg := rest.CopyConfig(cfg)
 	daemonCfg.WrapTransport = f.api.wrap
 	f.startDaemon(daemonCfg)
@@ -383,7 +398,7 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	}
 	f.eventually("network-status", func() bool { return len(f.networkStatus(pod)) == 3 })
 	time.Sleep(200 * time.Millisecond) // let any stray request show
-	counts := f.api.reset()
+	counts := onPodPath(f.api.reset())
 	t.Logf("API requests during one ADD: %v", counts)
 	if counts["PATCH pods/status"] != 1 || len(counts) != 1 {
 		t.Errorf("API requests per ADD %v, want exactly one PATCH of pods/status", counts)
@@ -415,7 +430,7 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
-	if counts := f.api.reset(); len(counts) != 0 {
+	if counts := onPodPath(f.api.reset()); len(counts) != 0 {
 		t.Errorf("API requests per DEL %v, want none", counts)
 	}
 	if got := allocations(f, "defnet", "blue", "green"); len(got) != 0 {

@@ -10,10 +10,12 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/netstore"
 )
 
 // Pods finds pods in the cache of this node's pods, and asks the API
@@ -47,15 +49,23 @@ func toPod(p *corev1.Pod) *plugin.Pod {
 	return &plugin.Pod{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID), Annotations: p.Annotations}
 }
 
-// Networks finds NetworkAttachmentDefinitions in the cache, and asks the
-// API server on a miss: a definition created a moment before its pod may
-// not have reached the cache yet, and a missing one is an error path only.
+// Networks finds NetworkAttachmentDefinitions: first in the node's store
+// of rendered definitions (validated on this node, read from disk, no API
+// server needed), then in the cache, and in the API server on a miss: a
+// definition created a moment before its pod may not have reached either
+// yet, and a missing one is an error path only.
 type Networks struct {
+	Store *netstore.Store
 	Cache client.Reader
 	Live  client.Reader
 }
 
 func (n *Networks) Network(ctx context.Context, key k8stypes.NamespacedName) (*nadv1.NetworkAttachmentDefinition, error) {
+	if n.Store != nil {
+		if e, err := n.Store.Get(key); err == nil {
+			return fromEntry(key, e), nil
+		}
+	}
 	nad := &nadv1.NetworkAttachmentDefinition{}
 	err := n.Cache.Get(ctx, key, nad)
 	if apierrors.IsNotFound(err) {
@@ -68,4 +78,16 @@ func (n *Networks) Network(ctx context.Context, key k8stypes.NamespacedName) (*n
 		return nil, err
 	}
 	return nad, nil
+}
+
+func fromEntry(key k8stypes.NamespacedName, e *netstore.Entry) *nadv1.NetworkAttachmentDefinition {
+	nad := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name,
+			UID: k8stypes.UID(e.UID), ResourceVersion: e.ResourceVersion},
+		Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: string(e.Config)},
+	}
+	if e.ResourceName != "" {
+		nad.Annotations = map[string]string{plugin.ResourceNameAnnotation: e.ResourceName}
+	}
+	return nad
 }

@@ -285,3 +285,22 @@ func ProbeLinkType(kind, parent string) error {
 	}
 	return netlink.LinkDel(l)
 }
+
+// BinDir is a CNI bin dir of the test's own: links to the reference
+// plugins, so that a test may install plexus's shim beside them without
+// touching the shared build cache.
+func BinDir(t testing.TB) string {
+	t.Helper()
+	src := PluginsDir(t)
+	dir := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.Symlink(filepath.Join(src, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}

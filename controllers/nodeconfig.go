@@ -1,0 +1,315 @@
+// Package controllers keeps a node configured for plexus: the node
+// conflist that makes the runtime call plexus, the shim in the CNI bin
+// dir, the store of rendered network definitions, and the node's
+// NodeNetworkStatus.
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/go-logr/logr"
+
+	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/delegate"
+	"github.com/plexus-cni/plexus/plugin/netconf"
+	"github.com/plexus-cni/plexus/plugin/record"
+)
+
+// ConfigFileName is plexus's conflist in the node's CNI conf dir. It sorts
+// first, so the runtime, which uses the first config, calls plexus.
+const ConfigFileName = "00-plexus.conflist"
+
+// ShimName is the shim's file name in the CNI bin dir: the conflist's type.
+const ShimName = plugin.PluginType
+
+// NodeConfig keeps the node conflist and the shim in place: on start, on
+// every change in the conf dir (and of the readiness indicator file), and
+// on a periodic resync. It writes only what changed, atomically.
+type NodeConfig struct {
+	ConfDir string
+	BinDir  string
+	// DefaultNetwork names the default network; empty picks the lexically
+	// first config that is not plexus's own.
+	DefaultNetwork string
+	// ReadinessIndicator, if set, is a file that must exist before the
+	// conflist is written (the default network's daemon writes it when
+	// it is ready).
+	ReadinessIndicator string
+	SocketPath         string
+	StateDir           string
+	// ShimSource is the shim binary to install into BinDir; empty installs
+	// nothing (the shim is put there by other means).
+	ShimSource string
+	Resync     time.Duration
+	// CanServe holds the first write back until CNI calls can be served,
+	// so the runtime never calls a plexus that cannot answer.
+	CanServe func() bool
+	// OnChange is told when the state changed.
+	OnChange func()
+	Log      logr.Logger
+
+	mu    sync.Mutex
+	state NodeState
+}
+
+// NodeState is what the node config last saw and did.
+type NodeState struct {
+	// Default is the default network found, nil if none.
+	Default     *netconf.Network
+	DefaultFile string
+	// DefaultError says why no default network was found.
+	DefaultError string
+	// ConfigWritten is when the conflist's content last changed.
+	ConfigWritten time.Time
+	// ConfigCurrent: the conflist is in place and wraps Default.
+	ConfigCurrent bool
+	// ConfigError says why the conflist is missing or stale.
+	ConfigError   string
+	ShimInstalled bool
+	ShimError     string
+}
+
+// State returns a copy of the current state.
+func (c *NodeConfig) State() NodeState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Ready is a readiness check: the conflist and the shim are in place.
+func (c *NodeConfig) Ready() error {
+	s := c.State()
+	switch {
+	case !s.ShimInstalled:
+		return fmt.Errorf("shim not installed: %s", s.ShimError)
+	case !s.ConfigCurrent:
+		return fmt.Errorf("node conflist not written: %s", s.ConfigError)
+	}
+	return nil
+}
+
+// NeedLeaderElection is false: every node configures itself.
+func (c *NodeConfig) NeedLeaderElection() bool { return false }
+
+// Start syncs until ctx ends.
+func (c *NodeConfig) Start(ctx context.Context) error {
+	if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
+		return err
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	if err := w.Add(c.ConfDir); err != nil {
+		return fmt.Errorf("watching %s: %w", c.ConfDir, err)
+	}
+	if c.ReadinessIndicator != "" {
+		dir := filepath.Dir(c.ReadinessIndicator)
+		if err := os.MkdirAll(dir, 0o755); err == nil {
+			_ = w.Add(dir)
+		}
+	}
+	resync := c.Resync
+	if resync == 0 {
+		resync = 30 * time.Second
+	}
+	tick := time.NewTicker(resync)
+	defer tick.Stop()
+	// Until the server can answer, poll quickly rather than wait a resync.
+	wait := time.NewTicker(50 * time.Millisecond)
+	defer wait.Stop()
+	c.Sync()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev := <-w.Events:
+			if ev.Name == filepath.Join(c.ConfDir, ConfigFileName) && ev.Op&(fsnotify.Remove|fsnotify.Rename) == 0 {
+				continue // our own write
+			}
+			c.Sync()
+		case err := <-w.Errors:
+			c.Log.Error(err, "watching the CNI conf dir; relying on the periodic resync")
+		case <-wait.C:
+			if c.State().ConfigCurrent {
+				wait.Stop()
+				continue
+			}
+			c.Sync()
+		case <-tick.C:
+			c.Sync()
+		}
+	}
+}
+
+// Sync brings the shim and the conflist up to date once.
+func (c *NodeConfig) Sync() {
+	next := c.State()
+	c.syncShim(&next)
+	c.syncConfig(&next)
+	c.mu.Lock()
+	changed := !sameState(c.state, next)
+	c.state = next
+	c.mu.Unlock()
+	if changed {
+		c.Log.Info("node config", "default", next.DefaultFile, "defaultError", next.DefaultError,
+			"configCurrent", next.ConfigCurrent, "configError", next.ConfigError, "shimInstalled", next.ShimInstalled)
+		if c.OnChange != nil {
+			c.OnChange()
+		}
+	}
+}
+
+func sameState(a, b NodeState) bool {
+	return a.DefaultFile == b.DefaultFile && a.DefaultError == b.DefaultError && a.ConfigWritten.Equal(b.ConfigWritten) &&
+		a.ConfigCurrent == b.ConfigCurrent && a.ConfigError == b.ConfigError &&
+		a.ShimInstalled == b.ShimInstalled && a.ShimError == b.ShimError
+}
+
+func (c *NodeConfig) syncShim(s *NodeState) {
+	dst := filepath.Join(c.BinDir, ShimName)
+	if c.ShimSource == "" {
+		_, err := os.Stat(dst)
+		s.ShimInstalled, s.ShimError = err == nil, errString(err)
+		return
+	}
+	if _, err := InstallShim(c.ShimSource, dst); err != nil {
+		s.ShimInstalled, s.ShimError = false, err.Error()
+		return
+	}
+	s.ShimInstalled, s.ShimError = true, ""
+}
+
+func (c *NodeConfig) syncConfig(s *NodeState) {
+	path := filepath.Join(c.ConfDir, ConfigFileName)
+	_, statErr := os.Stat(path)
+	onDisk := statErr == nil
+	def, file, err := netconf.FindDefault(c.ConfDir, c.DefaultNetwork, func(p string, n *netconf.Network) bool {
+		return filepath.Base(p) == ConfigFileName || plugin.IsOwnConfig(p, n)
+	})
+	if err != nil {
+		// The last good conflist stays: a default network's daemon
+		// rewriting its file (an upgrade) must not break the node.
+		s.Default, s.DefaultFile, s.DefaultError = nil, "", err.Error()
+		s.ConfigCurrent = false
+		s.ConfigError = "no default network"
+		if onDisk {
+			s.ConfigError += "; keeping the last written " + path
+		}
+		return
+	}
+	s.Default, s.DefaultFile, s.DefaultError = def, file, ""
+	switch {
+	case c.ReadinessIndicator != "" && !exists(c.ReadinessIndicator):
+		s.ConfigCurrent, s.ConfigError = false, "waiting for the readiness indicator file "+c.ReadinessIndicator
+		return
+	case c.CanServe != nil && !c.CanServe():
+		s.ConfigCurrent, s.ConfigError = false, "waiting for the daemon to serve CNI calls"
+		return
+	}
+	data, err := Render(def, c.SocketPath, c.StateDir)
+	if err != nil {
+		s.ConfigCurrent, s.ConfigError = false, err.Error()
+		return
+	}
+	wrote, err := writeIfChanged(path, data, 0o644)
+	if err != nil {
+		s.ConfigCurrent, s.ConfigError = false, err.Error()
+		return
+	}
+	if wrote || s.ConfigWritten.IsZero() {
+		s.ConfigWritten = modTime(path)
+	}
+	s.ConfigCurrent, s.ConfigError = true, ""
+}
+
+// Render is the node conflist wrapping a default network: plexus under the
+// default network's name and cniVersion, declaring the default network's
+// capabilities so the runtime's runtimeConfig reaches it.
+func Render(def *netconf.Network, socketPath, stateDir string) ([]byte, error) {
+	entry := map[string]interface{}{
+		"type":           plugin.PluginType,
+		"defaultNetwork": def.List.Name,
+		"socketPath":     socketPath,
+		"stateDir":       stateDir,
+	}
+	if caps := def.Capabilities(); len(caps) > 0 {
+		entry["capabilities"] = caps
+	}
+	data, err := json.MarshalIndent(map[string]interface{}{
+		"cniVersion": def.List.CNIVersion,
+		"name":       def.List.Name,
+		"plugins":    []interface{}{entry},
+	}, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(data, '\n'), nil
+}
+
+// InstallShim copies the shim to dst when dst differs, atomically, so the
+// runtime never execs a half-written binary.
+func InstallShim(src, dst string) (bool, error) {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return false, fmt.Errorf("reading the shim: %w", err)
+	}
+	return writeIfChanged(dst, data, 0o755)
+}
+
+func writeIfChanged(path string, data []byte, perm os.FileMode) (bool, error) {
+	if old, err := readSmall(path, len(data)); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err := record.WriteFileAtomic(path, data, perm); err != nil {
+		return false, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return true, nil
+}
+
+// readSmall reads a file unless it is bigger than want: a changed file of
+// another size needs no full read to be told apart.
+func readSmall(path string, want int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != int64(want) {
+		return nil, errors.New("size differs")
+	}
+	return io.ReadAll(f)
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+func modTime(path string) time.Time {
+	if st, err := os.Stat(path); err == nil {
+		return st.ModTime()
+	}
+	return time.Time{}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// pluginTypes names a network's plugins, for status and events.
+func pluginTypes(n *netconf.Network) string { return delegate.PluginTypes(n.List) }

@@ -1,0 +1,158 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/plexus-cni/plexus/api/v1alpha1"
+	"github.com/plexus-cni/plexus/plugin/record"
+)
+
+// statusResync refreshes what changes without an event (the number of
+// attachments) at most this often: an ADD must not cost a status write.
+const statusResync = 30 * time.Second
+
+// StatusReconciler keeps this node's NodeNetworkStatus: created for the
+// node, owned by its Node, its status written only when it changed.
+type StatusReconciler struct {
+	Client   client.Client
+	NodeName string
+	Node     *NodeConfig
+	Networks *NetworkReconciler
+	Records  *record.Store
+	// Serving reports whether the CNI server answers calls.
+	Serving func() error
+	Log     logr.Logger
+
+	trigger chan event.GenericEvent
+}
+
+// Poke asks for a status refresh; it never blocks.
+func (r *StatusReconciler) Poke() {
+	select {
+	case r.trigger <- event.GenericEvent{Object: &v1alpha1.NodeNetworkStatus{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}}:
+	default: // a refresh is already queued
+	}
+}
+
+// SetupWithManager registers the reconciler: it watches its own node's
+// object and is poked by the node config and the network reconciler.
+func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	r.trigger = make(chan event.GenericEvent, 1)
+	mine := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.NodeName })
+	return ctrl.NewControllerManagedBy(mgr).Named("nodenetworkstatus").
+		For(&v1alpha1.NodeNetworkStatus{}, builder.WithPredicates(mine)).
+		WatchesRawSource(source.Channel(r.trigger, &handler.EnqueueRequestForObject{})).
+		Complete(r)
+}
+
+// Reconcile writes the node's status if it changed.
+func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if req.Name != r.NodeName {
+		return ctrl.Result{}, nil
+	}
+	nns := &v1alpha1.NodeNetworkStatus{}
+	err := r.Client.Get(ctx, req.NamespacedName, nns)
+	if apierrors.IsNotFound(err) {
+		if nns, err = r.create(ctx); err != nil {
+			return ctrl.Result{}, err
+		}
+	} else if err != nil {
+		return ctrl.Result{}, err
+	}
+	next := nns.DeepCopy()
+	r.fill(&next.Status)
+	if !equality.Semantic.DeepEqual(nns.Status, next.Status) {
+		if err := r.Client.Status().Update(ctx, next); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	return ctrl.Result{RequeueAfter: statusResync}, nil
+}
+
+func (r *StatusReconciler) create(ctx context.Context) (*v1alpha1.NodeNetworkStatus, error) {
+	nns := &v1alpha1.NodeNetworkStatus{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}
+	node := &corev1.Node{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: r.NodeName}, node); err != nil {
+		return nil, fmt.Errorf("node %s: %w", r.NodeName, err)
+	}
+	// Owned by the Node, so it goes away with it.
+	if err := controllerutil.SetOwnerReference(node, nns, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, nns); err != nil {
+		return nil, err
+	}
+	return nns, nil
+}
+
+// fill computes the status from what the node's parts see. Conditions keep
+// their transition times while their status holds.
+func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
+	node := r.Node.State()
+	nets := r.Networks.Summary()
+	st.DefaultNetwork = nil
+	if node.Default != nil {
+		st.DefaultNetwork = &v1alpha1.DefaultNetwork{Name: node.Default.List.Name, File: node.DefaultFile,
+			Type: pluginTypes(node.Default), CNIVersion: node.Default.List.CNIVersion}
+	}
+	st.ConfigFile = r.Node.ConfDir + "/" + ConfigFileName
+	st.ConfigWritten = nil
+	if !node.ConfigWritten.IsZero() {
+		t := metav1.NewTime(node.ConfigWritten.Truncate(time.Second))
+		st.ConfigWritten = &t
+	}
+	st.NetworksRendered, st.NetworksRejected = int32(nets.Rendered), int32(nets.Rejected)
+	st.Rejected, st.Warnings, st.MissingPlugins = nets.RejectedList, nets.Warnings, nets.MissingPlugins
+	if ids, err := r.Records.IDs(); err == nil {
+		st.Attachments = int32(len(ids))
+	}
+
+	set := func(t string, ok bool, reason, msg string) {
+		status := metav1.ConditionFalse
+		if ok {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg})
+	}
+	if node.Default != nil {
+		set(v1alpha1.ConditionDefaultNetworkFound, true, "Found", fmt.Sprintf("%s (%s) in %s", node.Default.List.Name, pluginTypes(node.Default), node.DefaultFile))
+	} else {
+		set(v1alpha1.ConditionDefaultNetworkFound, false, "NotFound", node.DefaultError)
+	}
+	if node.ConfigCurrent {
+		set(v1alpha1.ConditionConfigWritten, true, "Written", st.ConfigFile)
+	} else {
+		set(v1alpha1.ConditionConfigWritten, false, "NotWritten", node.ConfigError)
+	}
+	if node.ShimInstalled {
+		set(v1alpha1.ConditionShimInstalled, true, "Installed", r.Node.BinDir+"/"+ShimName)
+	} else {
+		set(v1alpha1.ConditionShimInstalled, false, "NotInstalled", node.ShimError)
+	}
+	ready := r.Node.Ready()
+	if ready == nil && r.Serving != nil {
+		ready = r.Serving()
+	}
+	if ready == nil {
+		set(v1alpha1.ConditionReady, true, "Ready", "serving CNI calls")
+	} else {
+		set(v1alpha1.ConditionReady, false, "NotReady", ready.Error())
+	}
+}
