@@ -3,6 +3,9 @@ package daemon_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -272,3 +275,56 @@ func TestResolutionFromTheNodeStoreNeedsNoAPIServer(t *testing.T) {
 }
 
 var envtestAdmin = envtest.User{Name: "plexus-test-admin", Groups: []string{"system:masters"}}
+
+func TestReadyOnlyOnceTheNodeIsConfigured(t *testing.T) {
+	var defaultConf []byte
+	f := newFixture(t, func(f *fixture) {
+		// No default network yet: the node is not ready.
+		path := filepath.Join(f.opts.CNIConfDir, "10-default.conflist")
+		var err error
+		if defaultConf, err = os.ReadFile(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+		f.opts.ProbeAddr = freeAddr(t)
+	})
+	readyz := func() (int, string) {
+		resp, err := http.Get("http://" + f.opts.ProbeAddr + "/readyz?verbose")
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	f.eventually("/readyz answering", func() bool { code, _ := readyz(); return code != 0 })
+	if code, body := readyz(); code == http.StatusOK || !strings.Contains(body, "node-config") {
+		t.Errorf("/readyz %d with no default network:\n%s", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(f.opts.CNIConfDir, controllers.ConfigFileName)); err == nil {
+		t.Error("node conflist written with no default network")
+	}
+	if err := os.WriteFile(filepath.Join(f.opts.CNIConfDir, "10-default.conflist"), defaultConf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("/readyz ok once the default network appears", func() bool { code, _ := readyz(); return code == http.StatusOK })
+	if code, _ := readyz(); code != http.StatusOK {
+		t.Errorf("/readyz %d", code)
+	}
+	resp, err := http.Get("http://" + f.opts.ProbeAddr + "/healthz")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: %v %v", resp, err)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

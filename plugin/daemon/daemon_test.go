@@ -155,7 +155,9 @@ type fixture struct {
 	stopped chan struct{}
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts an API server and a daemon; setup may change the
+// daemon's options and the node's files before the daemon starts.
+func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	t.Helper()
 	plugintest.RequireRoot(t)
 	logSink.attach(t)
@@ -191,6 +193,9 @@ func newFixture(t *testing.T) *fixture {
 	f.opts.MetricsAddr = "0"
 	f.opts.ProbeAddr = "0"
 
+	for _, fn := range setup {
+		fn(f)
+	}
 	f.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	daemonCfg := rest.CopyConfig(cfg)
 	daemonCfg.WrapTransport = f.api.wrap
