@@ -125,12 +125,15 @@ func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string) (*
 	var n *netconf.Network
 	var err error
 	if nad.Spec.Config == "" {
-		n, _, err = netconf.FindFile(confDir, nad.Name)
+		n, _, err = netconf.FindFile(confDir, nad.Name, plugin.IsOwnConfig)
 	} else {
 		n, err = netconf.Load([]byte(nad.Spec.Config), nad.Name)
 	}
 	if err != nil {
 		return nil, nil, problem(ReasonInvalidConfig, "spec.config: %v", err), nil
+	}
+	if plugin.IsOwnConfig("", n) {
+		return nil, nil, problem(ReasonInvalidConfig, "spec.config: delegates to plexus itself"), nil
 	}
 	if missing := missingPlugins(n, binDir); len(missing) > 0 {
 		return nil, nil, problem(ReasonPluginMissing, "plugin %s not found in %s (delegate %s)",

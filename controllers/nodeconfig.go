@@ -171,10 +171,20 @@ func (c *NodeConfig) Sync() {
 	}
 }
 
+// sameState compares the default network's content too: a rewrite within
+// the file system's timestamp granularity leaves ConfigWritten unchanged.
 func sameState(a, b NodeState) bool {
 	return a.DefaultFile == b.DefaultFile && a.DefaultError == b.DefaultError && a.ConfigWritten.Equal(b.ConfigWritten) &&
+		bytes.Equal(defaultBytes(a), defaultBytes(b)) &&
 		a.ConfigCurrent == b.ConfigCurrent && a.ConfigError == b.ConfigError &&
 		a.ShimInstalled == b.ShimInstalled && a.ShimError == b.ShimError
+}
+
+func defaultBytes(s NodeState) []byte {
+	if s.Default == nil {
+		return nil
+	}
+	return s.Default.List.Bytes
 }
 
 func (c *NodeConfig) syncShim(s *NodeState) {
@@ -195,9 +205,7 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 	path := filepath.Join(c.ConfDir, ConfigFileName)
 	_, statErr := os.Stat(path)
 	onDisk := statErr == nil
-	def, file, err := netconf.FindDefault(c.ConfDir, c.DefaultNetwork, func(p string, n *netconf.Network) bool {
-		return filepath.Base(p) == ConfigFileName || plugin.IsOwnConfig(p, n)
-	})
+	def, file, err := netconf.FindDefault(c.ConfDir, c.DefaultNetwork, isOwn)
 	if err != nil {
 		// The last good conflist stays: a default network's daemon
 		// rewriting its file (an upgrade) must not break the node.
@@ -232,6 +240,12 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		s.ConfigWritten = modTime(path)
 	}
 	s.ConfigCurrent, s.ConfigError = true, ""
+}
+
+// isOwn tells plexus's configs from the default network's candidates: the
+// file plexus writes (whatever it holds) and any config of type plexus.
+func isOwn(path string, n *netconf.Network) bool {
+	return filepath.Base(path) == ConfigFileName || plugin.IsOwnConfig(path, n)
 }
 
 // Render is the node conflist wrapping a default network: plexus under the

@@ -158,12 +158,15 @@ func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedN
 	}
 	var n *netconf.Network
 	if nad.Spec.Config == "" {
-		n, _, err = netconf.FindFile(e.ConfDir, nad.Name)
+		n, _, err = netconf.FindFile(e.ConfDir, nad.Name, IsOwnConfig)
 	} else {
 		n, err = netconf.Load([]byte(nad.Spec.Config), nad.Name)
 	}
 	if err != nil {
 		return nil, "", planError(pod, "network %s: spec.config: %v", key, err)
+	}
+	if IsOwnConfig("", n) {
+		return nil, "", planError(pod, "network %s: spec.config: delegates to plexus itself", key)
 	}
 	return n, nad.Annotations[ResourceNameAnnotation], nil
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -29,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/daemon"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
@@ -278,6 +280,9 @@ func (f *fixture) startDaemon(cfg *rest.Config) {
 	}()
 	f.t.Cleanup(f.stopDaemon)
 	f.eventually("daemon serving", func() bool { return d.Server.Ready(nil) == nil })
+	if _, err := os.Stat(filepath.Join(f.opts.CNIConfDir, "10-default.conflist")); err == nil {
+		f.eventually("the node conflist", func() bool { return d.Node.Ready() == nil })
+	}
 }
 
 func (f *fixture) stopDaemon() {
@@ -328,6 +333,27 @@ func (f *fixture) eventually(what string, cond func() bool) {
 	}
 }
 
+// runtimeConf is the shim's stdin as a runtime builds it from the node
+// conflist the daemon wrote: its one plugin with the list's name and
+// cniVersion.
+func (f *fixture) runtimeConf() []byte {
+	f.t.Helper()
+	list, err := libcni.NetworkConfFromFile(filepath.Join(f.opts.CNIConfDir, controllers.ConfigFileName))
+	if err != nil {
+		f.t.Fatalf("the node conflist: %v", err)
+	}
+	plugin := map[string]interface{}{}
+	if err := json.Unmarshal(list.Plugins[0].Bytes, &plugin); err != nil {
+		f.t.Fatal(err)
+	}
+	plugin["name"], plugin["cniVersion"] = list.Name, list.CNIVersion
+	data, err := json.Marshal(plugin)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return data
+}
+
 // cni runs the real shim the way a container runtime does.
 func (f *fixture) cni(command, id string, netns ns.NetNS, pod *corev1.Pod) ([]byte, error) {
 	f.t.Helper()
@@ -343,8 +369,7 @@ func (f *fixture) cni(command, id string, netns ns.NetNS, pod *corev1.Pod) ([]by
 	}
 	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_NETNS=" + netnsPath,
 		"CNI_IFNAME=eth0", "CNI_ARGS=" + args, "CNI_PATH=" + f.opts.CNIBinDir}
-	cmd.Stdin = strings.NewReader(plugintest.Conf(M{"cniVersion": "1.0.0", "name": "plexus", "type": "plexus",
-		"socketPath": f.opts.SocketPath, "stateDir": f.opts.StateDir}))
+	cmd.Stdin = bytes.NewReader(f.runtimeConf())
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -378,6 +403,20 @@ func (f *fixture) waitCached(pod *corev1.Pod) {
 	// The daemon's pod cache is fed by a watch; give it the pod before an
 	// ADD, as kubelet's own watch delay does in a cluster.
 	time.Sleep(300 * time.Millisecond)
+}
+
+// assertClean checks that a torn-down sandbox left nothing: no interface
+// but lo in its netns (if it still exists) and no host-local allocation.
+func (f *fixture) assertClean(netns ns.NetNS, networks ...string) {
+	f.t.Helper()
+	if got := allocations(f, networks...); len(got) != 0 {
+		f.t.Errorf("allocations left: %v", got)
+	}
+	if netns != nil {
+		if links := plugintest.Links(f.t, netns); !slices.Equal(links, []string{"lo"}) {
+			f.t.Errorf("links left: %v", links)
+		}
+	}
 }
 
 func allocations(f *fixture, networks ...string) []string {
@@ -438,9 +477,7 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	if counts := onPodPath(f.api.reset()); len(counts) != 0 {
 		t.Errorf("API requests per DEL %v, want none", counts)
 	}
-	if got := allocations(f, "defnet", "blue", "green"); len(got) != 0 {
-		t.Errorf("allocations left: %v", got)
-	}
+	f.assertClean(netns, "defnet", "blue", "green")
 }
 
 func TestDelWorksWithTheAPIServerDown(t *testing.T) {
@@ -459,12 +496,7 @@ func TestDelWorksWithTheAPIServerDown(t *testing.T) {
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL with the API server down: %v", err)
 	}
-	if got := allocations(f, "defnet", "blue"); len(got) != 0 {
-		t.Errorf("allocations left: %v", got)
-	}
-	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
-		t.Errorf("links left: %v", links)
-	}
+	f.assertClean(netns, "defnet", "blue")
 }
 
 func TestShimTearsDownWhenTheDaemonIsDown(t *testing.T) {
@@ -486,12 +518,7 @@ func TestShimTearsDownWhenTheDaemonIsDown(t *testing.T) {
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL with the daemon down: %v", err)
 	}
-	if got := allocations(f, "defnet", "blue"); len(got) != 0 {
-		t.Errorf("allocations left: %v", got)
-	}
-	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
-		t.Errorf("links left: %v", links)
-	}
+	f.assertClean(netns, "defnet", "blue")
 }
 
 func TestBadNetworksGiveClearErrorsAndLeaveNothing(t *testing.T) {
@@ -509,12 +536,7 @@ func TestBadNetworksGiveClearErrorsAndLeaveNothing(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("ADD error %v, want it to contain %q", err, c.want)
 			}
-			if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo"}) {
-				t.Errorf("links left: %v", links)
-			}
-			if got := allocations(f, "defnet", "blue"); len(got) != 0 {
-				t.Errorf("allocations left: %v", got)
-			}
+			f.assertClean(netns, "defnet", "blue")
 			if st := f.networkStatus(pod); st != nil {
 				t.Errorf("status written for a failed ADD: %+v", st)
 			}

@@ -174,10 +174,11 @@ func LoadFile(path string) (*Network, error) {
 }
 
 // FindFile returns the network of the first file in dir (lexical order)
-// whose network name is name. Files that fail to parse are skipped, so one
-// broken file on the node does not hide every other network; they are named
-// in the error when nothing matches.
-func FindFile(dir, name string) (*Network, string, error) {
+// whose network name is name and that isExcluded (if set) does not reject.
+// Files that fail to parse are skipped, so one broken file on the node does
+// not hide every other network; they are named in the error when nothing
+// matches.
+func FindFile(dir, name string, isExcluded func(path string, n *Network) bool) (*Network, string, error) {
 	files, err := ConfFiles(dir)
 	if err != nil {
 		return nil, "", fmt.Errorf("reading CNI conf dir %s: %w", dir, err)
@@ -189,7 +190,7 @@ func FindFile(dir, name string) (*Network, string, error) {
 			broken = append(broken, err.Error())
 			continue
 		}
-		if n.List.Name == name {
+		if n.List.Name == name && (isExcluded == nil || !isExcluded(f, n)) {
 			return n, f, nil
 		}
 	}
@@ -201,11 +202,12 @@ func FindFile(dir, name string) (*Network, string, error) {
 }
 
 // FindDefault picks the node's default network: the file named name if name
-// is set, else the lexically first loadable config that isExcluded does not
-// reject (plexus's own file). Each file is read once.
+// is set, else the lexically first loadable config; either way one that
+// isExcluded does not reject (plexus's own file, which carries the default
+// network's name and sorts first). Each file is read once.
 func FindDefault(dir, name string, isExcluded func(path string, n *Network) bool) (*Network, string, error) {
 	if name != "" {
-		return FindFile(dir, name)
+		return FindFile(dir, name, isExcluded)
 	}
 	files, err := ConfFiles(dir)
 	if err != nil {

@@ -471,7 +471,7 @@ func TestFindFile(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := writeFiles(t, tt.files)
-			n, path, err := netconf.FindFile(dir, tt.want)
+			n, path, err := netconf.FindFile(dir, tt.want, nil)
 			checkFound(t, dir, n, path, err, tt.want, tt.wantFile, tt.wantType, tt.wantErr)
 		})
 	}
@@ -547,6 +547,18 @@ func TestFindDefault(t *testing.T) {
 			wantFile:   "20-b.conf", wantType: "macvlan",
 		},
 		{
+			// plexus's own conflist carries the default network's name and
+			// sorts first: a lookup by name must skip it too.
+			name: "with a name, excluded files skipped",
+			files: map[string]string{
+				"00-plexus.conflist": conflist("b", "plexus"),
+				"20-b.conf":          conf("b", "macvlan"),
+			},
+			want:       "b",
+			isExcluded: func(_ string, n *netconf.Network) bool { return n.List.Plugins[0].Network.Type == "plexus" },
+			wantFile:   "20-b.conf", wantType: "macvlan",
+		},
+		{
 			name:    "with a name nothing has",
 			files:   files,
 			want:    "missing",
@@ -580,7 +592,7 @@ func TestFindDefault(t *testing.T) {
 
 func TestFindMissingDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "absent")
-	if _, _, err := netconf.FindFile(dir, "a"); err == nil {
+	if _, _, err := netconf.FindFile(dir, "a", nil); err == nil {
 		t.Error("FindFile in a missing dir succeeded")
 	}
 	if _, _, err := netconf.FindDefault(dir, "", nil); err == nil {
