@@ -12,10 +12,11 @@ import (
 )
 
 // BenchmarkThreeNetworks measures what plexus adds to a pod start: a
-// 3-network ADD+DEL (bridge+host-local default, macvlan+static,
+// 3-network ADD and DEL (bridge+host-local default, macvlan+static,
 // macvlan+host-local) through the engine, against the same three conflists
 // called directly through libcni, interleaved so both see the same machine.
-// It reports p50 and p90 of each and of the difference.
+// It reports p50 and p90 of ADD and DEL, bare and through plexus, and of
+// their differences.
 func BenchmarkThreeNetworks(b *testing.B) {
 	f := newFixture(b, "1.0.0")
 	f.addNAD("team", "static-net", f.staticNet("static-net"))
@@ -46,17 +47,19 @@ func BenchmarkThreeNetworks(b *testing.B) {
 	}
 	ctx := context.Background()
 
-	var plexus, bareTimes []time.Duration
+	var plexusAdd, plexusDel, bareAdd, bareDel []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := time.Now()
 		if _, err := f.do(f.req("ADD", "c1", netnsA, pod)); err != nil {
 			b.Fatal(err)
 		}
+		plexusAdd = append(plexusAdd, time.Since(start))
+		start = time.Now()
 		if _, err := f.do(f.req("DEL", "c1", netnsA, pod)); err != nil {
 			b.Fatal(err)
 		}
-		plexus = append(plexus, time.Since(start))
+		plexusDel = append(plexusDel, time.Since(start))
 
 		start = time.Now()
 		for _, d := range direct {
@@ -64,21 +67,31 @@ func BenchmarkThreeNetworks(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		bareAdd = append(bareAdd, time.Since(start))
+		start = time.Now()
 		for j := len(direct) - 1; j >= 0; j-- {
 			if err := f.engine.CNI.DelNetworkList(ctx, direct[j].list, direct[j].rt); err != nil {
 				b.Fatal(err)
 			}
 		}
-		bareTimes = append(bareTimes, time.Since(start))
+		bareDel = append(bareDel, time.Since(start))
 	}
 	b.StopTimer()
-	report(b, "plexus", plexus)
-	report(b, "bare", bareTimes)
-	diff := make([]time.Duration, len(plexus))
-	for i := range plexus {
-		diff[i] = plexus[i] - bareTimes[i]
+	report(b, "add", plexusAdd)
+	report(b, "bare-add", bareAdd)
+	report(b, "add-overhead", minus(plexusAdd, bareAdd))
+	report(b, "del", plexusDel)
+	report(b, "bare-del", bareDel)
+	report(b, "del-overhead", minus(plexusDel, bareDel))
+}
+
+// minus pairs the interleaved runs: run i of each saw the same machine.
+func minus(a, b []time.Duration) []time.Duration {
+	d := make([]time.Duration, len(a))
+	for i := range a {
+		d[i] = a[i] - b[i]
 	}
-	report(b, "overhead", diff)
+	return d
 }
 
 func report(b *testing.B, name string, d []time.Duration) {
