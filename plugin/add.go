@@ -43,7 +43,7 @@ func (e *Engine) Add(ctx context.Context, req *Request) (types.Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := e.Store.Save(rec); err != nil {
+	if err := e.Store.Update(rec); err != nil {
 		return nil, e.rollback(ctx, rec, len(rec.Attachments), types.NewError(types.ErrIOFailure, err.Error(), ""))
 	}
 	if e.Status != nil && rec.Pod.Name != "" {

@@ -96,7 +96,15 @@ func (s *Store) path(id string) string { return filepath.Join(s.Dir, id+".json")
 
 // Save writes r atomically and durably: a reader sees the old record or the
 // new one, never a part, and a crash after Save returns keeps the new one.
-func (s *Store) Save(r *Record) error {
+func (s *Store) Save(r *Record) error { return s.write(r, true) }
+
+// Update rewrites a record that Save already made durable, atomically but
+// without waiting for the directory to reach the disk: a crash right after
+// may bring back the previous version (which DEL can use just as well),
+// never a broken one. It saves an ADD a directory sync.
+func (s *Store) Update(r *Record) error { return s.write(r, false) }
+
+func (s *Store) write(r *Record, durable bool) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
@@ -105,7 +113,7 @@ func (s *Store) Save(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
-	if err := WriteFileAtomic(s.path(r.ContainerID), data, 0o600); err != nil {
+	if err := writeFile(s.path(r.ContainerID), data, 0o600, durable); err != nil {
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
 	return nil
@@ -131,7 +139,9 @@ func (s *Store) Load(id string) (*Record, error) {
 	return r, nil
 }
 
-// Remove deletes a record; a missing one is not an error.
+// Remove deletes a record; a missing one is not an error. The removal is
+// not synced: a record a crash brings back only gets its DEL again, which
+// every delegate takes as a no-op.
 func (s *Store) Remove(id string) error {
 	if err := CheckContainerID(id); err != nil {
 		return err
@@ -139,7 +149,7 @@ func (s *Store) Remove(id string) error {
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: %w", id, err)
 	}
-	return syncDir(s.Dir)
+	return nil
 }
 
 // IDs lists the container ids that have a record, sorted.
@@ -165,6 +175,13 @@ func (s *Store) IDs() ([]string, error) {
 // WriteFileAtomic writes data to path through a temporary file in the same
 // directory, fsyncs it, renames it over path and fsyncs the directory.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, true)
+}
+
+// writeFile is WriteFileAtomic, syncing the directory only when durable.
+// The file itself is always synced before the rename, so a crash never
+// leaves an empty or partial file under the final name.
+func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -188,6 +205,9 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(dir)
 }
