@@ -73,7 +73,9 @@ func (s *Store) Put(key k8stypes.NamespacedName, e *Entry) (bool, error) {
 	if old, err := os.ReadFile(s.path(key)); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
-	if err := record.WriteFileAtomic(s.path(key), data, 0o600); err != nil {
+	// The store is rebuilt from the API server at every start, so an entry
+	// need not survive a crash: no directory sync.
+	if err := record.ReplaceFile(s.path(key), data, 0o600); err != nil {
 		return false, fmt.Errorf("network store %s: %w", key, err)
 	}
 	return true, nil

@@ -178,6 +178,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	return writeFile(path, data, perm, true)
 }
 
+// ReplaceFile is WriteFileAtomic without the directory sync: for files that
+// can be rebuilt, where a crash may bring back the previous version but
+// never a broken one.
+func ReplaceFile(path string, data []byte, perm os.FileMode) error {
+	return writeFile(path, data, perm, false)
+}
+
 // writeFile is WriteFileAtomic, syncing the directory only when durable.
 // The file itself is always synced before the rename, so a crash never
 // leaves an empty or partial file under the final name.
