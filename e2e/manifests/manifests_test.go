@@ -252,6 +252,7 @@ func TestDaemonSetHostPaths(t *testing.T) {
 		"/opt/cni/bin":                   {path: "/host/opt/cni/bin"},
 		"/var/lib/plexus":                {path: "/var/lib/plexus"},
 		"/run/plexus":                    {path: "/run/plexus"},
+		"/var/lib/cni":                   {path: "/var/lib/cni"},
 		"/var/run/netns":                 {path: "/var/run/netns", propagation: corev1.MountPropagationHostToContainer},
 		"/var/lib/kubelet/pod-resources": {path: "/var/lib/kubelet/pod-resources", readOnly: true},
 	}
