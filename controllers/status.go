@@ -31,7 +31,11 @@ const statusResync = 30 * time.Second
 // StatusReconciler keeps this node's NodeNetworkStatus: created for the
 // node, owned by its Node, its status written only when it changed.
 type StatusReconciler struct {
-	Client   client.Client
+	Client client.Client
+	// Live reads the Node once, uncached: a cached read would start a
+	// watch on every Node of the cluster, which the daemon has no use for
+	// (nor the RBAC).
+	Live     client.Reader
 	NodeName string
 	Node     *NodeConfig
 	Networks *NetworkReconciler
@@ -89,7 +93,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 func (r *StatusReconciler) create(ctx context.Context) (*v1alpha1.NodeNetworkStatus, error) {
 	nns := &v1alpha1.NodeNetworkStatus{ObjectMeta: metav1.ObjectMeta{Name: r.NodeName}}
 	node := &corev1.Node{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: r.NodeName}, node); err != nil {
+	if err := r.Live.Get(ctx, client.ObjectKey{Name: r.NodeName}, node); err != nil {
 		return nil, fmt.Errorf("node %s: %w", r.NodeName, err)
 	}
 	// Owned by the Node, so it goes away with it.

@@ -151,7 +151,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		GlobalNamespaces:  o.GlobalNamespaces,
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
-	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), NodeName: o.NodeName, Records: store,
+	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), NodeName: o.NodeName, Records: store,
 		Serving: func() error { return server.Ready(nil) }, Log: log.WithName("nodestatus")}
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,

@@ -22,6 +22,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -29,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/daemon"
@@ -146,15 +148,17 @@ type roundTripFunc func(*http.Request) (*http.Response, error)
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 type fixture struct {
-	t       *testing.T
-	env     *envtest.Environment
-	client  client.Client
-	api     *counter
-	dir     string
-	opts    daemon.Options
-	daemon  *daemon.Daemon
-	stop    context.CancelFunc
-	stopped chan struct{}
+	t      *testing.T
+	env    *envtest.Environment
+	client client.Client
+	api    *counter
+	dir    string
+	opts   daemon.Options
+	daemon *daemon.Daemon
+	// daemonCfg is the daemon's identity: bound to the shipped ClusterRole.
+	daemonCfg *rest.Config
+	stop      context.CancelFunc
+	stopped   chan struct{}
 }
 
 // newFixture starts an API server and a daemon; setup may change the
@@ -199,9 +203,9 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 		fn(f)
 	}
 	f.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
-	daemonCfg := rest.CopyConfig(cfg)
-	daemonCfg.WrapTransport = f.api.wrap
-	f.startDaemon(daemonCfg)
+	f.daemonCfg = f.shippedRBAC()
+	f.daemonCfg.WrapTransport = f.api.wrap
+	f.startDaemon(f.daemonCfg)
 	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}})
 	return f
 }
@@ -259,6 +263,34 @@ func (f *fixture) signalAPIServer(sig syscall.Signal) {
 		return
 	}
 	f.t.Fatal("kube-apiserver process not found")
+}
+
+// shippedRBAC returns a config for a user that has exactly the ClusterRole
+// plexus ships (config/rbac/role.yaml), so that every test proves the
+// daemon needs no more than that.
+func (f *fixture) shippedRBAC() *rest.Config {
+	f.t.Helper()
+	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(f.t), "config", "rbac", "role.yaml"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	role := &rbacv1.ClusterRole{}
+	if err := yaml.UnmarshalStrict(data, role); err != nil {
+		f.t.Fatalf("config/rbac/role.yaml: %v", err)
+	}
+	const user = "plexus-daemon"
+	role.ObjectMeta = metav1.ObjectMeta{Name: "plexus"}
+	f.create(role)
+	f.create(&rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "plexus"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	})
+	u, err := f.env.ControlPlane.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return rest.CopyConfig(u.Config())
 }
 
 func (f *fixture) ipamDir() string { return filepath.Join(f.dir, "ipam") }
@@ -604,7 +636,7 @@ func TestStatusIsRepublishedAfterADaemonRestart(t *testing.T) {
 	if st := f.networkStatus(pod); st != nil {
 		t.Fatalf("status written by a daemon that never reached the API server: %+v", st)
 	}
-	f.startDaemon(f.env.Config)
+	f.startDaemon(f.daemonCfg)
 	f.eventually("network-status from the new daemon", func() bool { return len(f.networkStatus(pod)) == 1 })
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL: %v", err)
