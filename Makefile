@@ -14,6 +14,19 @@ CNI_BIN         := $(CACHE)/cni/$(CNI_VERSION)/bin
 BIN             := $(CURDIR)/bin
 CONTROLLER_TOOLS_VERSION := v0.19.0
 CONTROLLER_GEN  := $(CACHE)/bin/controller-gen-$(CONTROLLER_TOOLS_VERSION)/controller-gen
+# helm, built from the Go module proxy. v3.21 is built on Kubernetes 1.36
+# client libraries, so it supports clusters 1.33 to 1.36 (ours: 1.34). The
+# e2e/chart tests read HELM_VERSION from this line.
+HELM_VERSION    := v3.21.4
+HELM_K8S_MINOR  := 36
+HELM            := $(CACHE)/bin/helm-$(HELM_VERSION)/helm
+HELM_LDFLAGS    := -s -w -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/internal/version.gitTreeState=clean \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$(HELM_K8S_MINOR) \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$(HELM_K8S_MINOR)
+CHART           := charts/plexus
 GO_TEST_FLAGS   ?=
 # Tests run in a network namespace of their own, so the bridges and veths
 # they make never touch the host's network.
@@ -47,6 +60,14 @@ $(CNI_BIN)/.static:
 	CGO_ENABLED=0 GOBIN=$(CNI_BIN) go install github.com/containernetworking/plugins/plugins/...@$(CNI_VERSION)
 	touch $@
 
+.PHONY: helm
+helm: $(HELM) ## Build helm from the Go module proxy (cached per version).
+# The ldflags are the ones helm's own release build sets: without them helm
+# reports version "v3.21" and renders and lints for Kubernetes 1.20.
+$(HELM):
+	@echo "building helm $(HELM_VERSION) (first run only, ~3 min)..."
+	CGO_ENABLED=0 GOBIN=$(dir $(HELM)) go install -trimpath -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
 .PHONY: envtest-assets
 envtest-assets: ## Build kube-apiserver and kubectl from source and install etcd for envtest (cached).
 	hack/build-k8s.sh $(K8S_BIN) kube-apiserver kubectl
@@ -65,29 +86,38 @@ generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy code (api/*/zz_genera
 
 # The bases are removed first so that a renamed or deleted kind leaves no
 # stale CRD behind. RBAC is not generated: config/rbac/role.yaml is written
-# by hand.
+# by hand (the chart's copy of its rules is checked by e2e/chart). The chart
+# carries the CRDs as copies of config/crd, byte for byte.
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the API's CRDs (config/crd/bases).
+manifests: $(CONTROLLER_GEN) ## Generate the API's CRDs (config/crd/bases) and copy every CRD into the chart.
 	rm -f config/crd/bases/*.yaml
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	rm -f $(CHART)/crds/*.yaml
+	cp config/crd/bases/*.yaml config/crd/npwg/*.yaml $(CHART)/crds/
 
+# The chart's CRDs are compared with git only once they are tracked: a new
+# one is caught as a new file under config/crd.
 .PHONY: verify-manifests
-verify-manifests: generate manifests ## Fail if generated code or CRDs under api/ and config/ differ from git.
-	@if ! git diff --quiet -- api config || [ -n "$$(git ls-files --others --exclude-standard -- api config)" ]; then \
-		echo "verify-manifests: api/ or config/ is not what 'make generate manifests' produces, or is not in git:"; \
-		git status --short -- api config; \
-		git --no-pager diff -- api config; \
-		echo "run 'make generate manifests' and commit api/ and config/."; \
+verify-manifests: generate manifests ## Fail if generated code or CRDs under api/, config/ and the chart differ from git.
+	@if ! git diff --quiet -- api config $(CHART)/crds || [ -n "$$(git ls-files --others --exclude-standard -- api config)" ]; then \
+		echo "verify-manifests: api/, config/ or $(CHART)/crds is not what 'make generate manifests' produces, or is not in git:"; \
+		git status --short -- api config $(CHART)/crds; \
+		git --no-pager diff -- api config $(CHART)/crds; \
+		echo "run 'make generate manifests' and commit api/, config/ and $(CHART)/crds."; \
 		exit 1; \
 	fi
+
+.PHONY: helm-docs
+helm-docs: ## Regenerate the README's Helm values table from charts/plexus/values.yaml.
+	go run ./hack/helm-docs --values $(CHART)/values.yaml --readme README.md
 
 ##@ Test
 
 .PHONY: test
-test: lint verify-manifests cni-plugins envtest-assets ## Run every test: real netns, real plugins, a real kube-apiserver (as root).
+test: lint verify-manifests helm-lint cni-plugins envtest-assets ## Run every test: real netns, real plugins, a real kube-apiserver (as root).
 	go mod download
 	go build ./...
-	PLEXUS_REQUIRE_REAL=1 $(NETNS_RUN) go test $(GO_TEST_FLAGS) ./...
+	HELM=$(HELM) PLEXUS_REQUIRE_REAL=1 $(NETNS_RUN) go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: lint
 lint: ## go vet, gofmt and go mod tidy checks.
@@ -95,16 +125,103 @@ lint: ## go vet, gofmt and go mod tidy checks.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go mod tidy -diff
 
+.PHONY: helm-lint
+helm-lint: $(HELM) ## helm lint --strict the chart, with its defaults and with e2e/chart's test values.
+	$(HELM) lint --strict $(CHART)
+	$(HELM) lint --strict $(CHART) --values e2e/chart/testdata/values-custom.yaml
+
+##@ Benchmarks
+
+# The benchmarks run in a network namespace of their own, like the tests.
+# BENCH_FLAGS passes options to e2e/bench (`$(BIN)/plexus-bench -h`), e.g.
+# BENCH_FLAGS='-only overhead -pairs 400'.
+BENCH_FLAGS ?=
+BENCH_OUT   := $(CURDIR)/bench
+BENCH_RUN    = $(NETNS_RUN) $(BIN)/plexus-bench --shim $(BIN)/plexus --daemon $(BIN)/plexus-daemon \
+	--cni-bin $(CNI_BIN) --assets $(K8S_BIN) --log-dir $(BENCH_OUT)
+
+.PHONY: bench-build
+bench-build: build ## Build the benchmark program (bin/plexus-bench) and the binaries it runs.
+	go build -o $(BIN)/plexus-bench ./e2e/bench/cmd/bench
+
 .PHONY: bench
-bench: cni-plugins ## Go benchmarks: plexus's overhead over the bare delegates, parsing (not part of test).
-	$(NETNS_RUN) go test -run '^$$' -bench . -benchmem -benchtime 100x ./plugin/...
+bench: bench-build cni-plugins envtest-assets ## Benchmarks (not part of test): overhead over the bare delegates, API requests, burst, daemon memory -> bench/results.json (docs/benchmarks.md).
+	$(BENCH_RUN) --out $(BENCH_OUT)/results.json $(BENCH_FLAGS)
+	@echo; echo "==> Go benchmarks of the core's pure functions (allocations per call)"
+	go test -run '^$$' -bench . -skip 'ThreeNetworks' -benchmem ./plugin/...
+
+.PHONY: bench-profile
+bench-profile: bench-build cni-plugins envtest-assets ## CPU profile of the daemon serving ADDs (bench/add.cpu.pprof), printed with pprof -top.
+	$(BENCH_RUN) --cpuprofile $(BENCH_OUT)/add.cpu.pprof $(BENCH_FLAGS)
+	@echo; echo "==> the daemon's own CPU on the ADD path, by cumulative time (left out: the DELs, this program's"
+	@echo "    work, and running the delegates, which a runtime without plexus pays too; see docs/benchmarks.md)"
+	go tool pprof -top -cum -nodecount=40 -tagfocus=plexus=daemon \
+		-ignore='\(\*Engine\)\.Del$$|invoke\.\(\*RawExec\)\.ExecPlugin' $(BIN)/plexus-bench $(BENCH_OUT)/add.cpu.pprof
 
 ##@ Demo
 
 .PHONY: demo
-demo: build cni-plugins envtest-assets ## A pod with three extra networks, attached by the real daemon and shim (see README).
+demo: cluster-deps cluster-tool ## On a real single-node cluster (started if none runs): a pod with three extra networks.
+	$(call cluster,up) --reuse
+	$(call cluster,demo)
+
+.PHONY: demo-down
+demo-down: cluster-down ## Tear down the demo's cluster (same as cluster-down).
+
+.PHONY: demo-local
+demo-local: build cni-plugins envtest-assets ## The demo without kubelet: real API server, daemon and shim, a netns as the pod.
 	$(NETNS_RUN) go run ./e2e/localdemo --shim $(BIN)/plexus --cni-bin $(CNI_BIN) --assets $(K8S_BIN)
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the .cache of long builds).
 	rm -rf $(BIN)
+
+##@ Cluster (a real single-node Kubernetes on this machine; root)
+
+CLUSTER_TOOL := $(BIN)/plexus-cluster
+# $(call cluster,SUBCOMMAND): the cluster tool with this repo's cached binaries.
+cluster = $(CLUSTER_TOOL) $(1) --k8s-bin $(K8S_BIN) --cni-bin $(CNI_BIN)
+KEEP_CLUSTER ?=
+E2E_FLAGS    ?=
+
+.PHONY: cluster-tool
+cluster-tool: ## Build the cluster tool (bin/plexus-cluster: up, down, status, kubeconfig, images, demo).
+	go build -o $(CLUSTER_TOOL) ./e2e/cluster/cmd/cluster
+
+.PHONY: cluster-deps
+cluster-deps: cni-plugins ## Build every Kubernetes component from source (cached) and install etcd, containerd, runc, busybox-static.
+	hack/build-k8s.sh $(K8S_BIN) all
+	hack/install-etcd.sh $(K8S_BIN)
+	hack/cluster/install-runtime.sh
+
+.PHONY: images
+images: cluster-tool ## Build the pause, busybox and plexus images as OCI archives into .cache/images.
+	hack/cluster/install-runtime.sh
+	$(call cluster,images)
+
+.PHONY: cluster-up
+cluster-up: cluster-deps cluster-tool ## Start a fresh cluster (tearing down a previous one), plexus installed from config/default.
+	$(call cluster,up)
+
+.PHONY: cluster-down
+cluster-down: cluster-tool ## Tear the cluster down and clean the node; also after a failed cluster-up.
+	$(call cluster,down)
+
+.PHONY: cluster-status
+cluster-status: cluster-tool ## Show the cluster's processes, node and plexus daemon.
+	$(call cluster,status)
+
+# The suite runs on the host's network (not in NETNS_RUN): it checks the
+# node's own links and files. The cluster is torn down afterwards, whatever
+# the outcome, unless KEEP_CLUSTER=1.
+.PHONY: e2e
+e2e: cluster-deps cluster-tool ## The ginkgo e2e suite on the cluster (reused if healthy; down after unless KEEP_CLUSTER=1).
+	@rc=0; \
+	$(call cluster,up) --reuse || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+		PLEXUS_E2E_KUBECONFIG=$$($(call cluster,kubeconfig)) PLEXUS_E2E_KUBECTL=$(K8S_BIN)/kubectl \
+			go test ./e2e/ -count=1 -timeout 30m -v -ginkgo.v $(E2E_FLAGS) || rc=$$?; \
+	fi; \
+	if [ "$(KEEP_CLUSTER)" != 1 ]; then $(call cluster,down) || rc=$$?; \
+	else echo "KEEP_CLUSTER=1: the cluster keeps running (make cluster-down)"; fi; \
+	exit $$rc

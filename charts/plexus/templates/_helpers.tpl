@@ -1,0 +1,46 @@
+{{/*
+The name of every object: fullnameOverride, else the release name when it
+already says plexus, else <release>-plexus. Truncated to 63 characters, the
+longest a label value may be.
+*/}}
+{{- define "plexus.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Labels every object carries.
+*/}}
+{{- define "plexus.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "plexus.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{/*
+The labels that select the daemon's pods. A DaemonSet's selector cannot
+change after it is created, so nothing that changes on upgrade goes here.
+*/}}
+{{- define "plexus.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/*
+The daemon's image: repository, then @digest or :tag (the chart's
+appVersion when no tag is set).
+*/}}
+{{- define "plexus.image" -}}
+{{- $repo := required "image.repository must be set" .Values.image.repository -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repo .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (.Values.image.tag | default .Chart.AppVersion | toString) -}}
+{{- end -}}
+{{- end -}}

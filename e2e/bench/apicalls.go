@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/plexus-cni/plexus/e2e/bench/results"
+)
+
+// quiet is how long stray requests are waited for after the last call.
+const quiet = time.Second
+
+// APIRequests measures api_requests_per_add and api_requests_per_del: the
+// requests the daemon makes to the API server for sandboxes whose pods are
+// in its cache, counted on its own connection (a wrapping round-tripper)
+// over an ADD of every sandbox, then a DEL of every sandbox. The node's
+// own bookkeeping (its NodeNetworkStatus, Events) is reported apart.
+func APIRequests(ctx context.Context, n *Node, sandboxes []*Sandbox) ([]results.Result, error) {
+	load := Load1()
+	pods := len(sandboxes)
+	n.API.Take()
+	for i, sb := range sandboxes {
+		if err := n.PlexusAdd(ctx, sb, fmt.Sprintf("api-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	if err := poll(ctx, time.Minute, func() bool { return n.Daemon.Status.Pending() == 0 }); err != nil {
+		return nil, fmt.Errorf("network-status not written: %w", err)
+	}
+	time.Sleep(quiet)
+	addCounts := n.API.Take()
+	if err := checkStatuses(ctx, n, sandboxes); err != nil {
+		return nil, err
+	}
+	for i, sb := range sandboxes {
+		if err := n.PlexusDel(ctx, sb, fmt.Sprintf("api-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	time.Sleep(quiet)
+	delCounts := n.API.Take()
+
+	now, machine := time.Now().UTC(), Machine(load)
+	addPod, addNode := split(addCounts)
+	delPod, delNode := split(delCounts)
+	reads, writes := readsWrites(addPod)
+	addMet := reads == 0 && len(addPod) == 1 && addPod["PATCH pods/status"] == pods
+	delTotal := total(delPod)
+	const compared = "per sandbox, pod in the daemon's cache; counted on the daemon's connection to the API server (watches excluded)"
+	return []results.Result{
+		{Name: "api_requests_per_add", Value: round3(float64(total(addPod)) / float64(pods)), Unit: "requests",
+			ComparedTo: compared, Target: "0 reads + 1 patch", Met: results.Ptr(addMet), Time: now,
+			Params: map[string]interface{}{"pods": pods, "networks_per_pod": len(n.direct),
+				"reads_per_add": round3(float64(reads) / float64(pods)), "writes_per_add": round3(float64(writes) / float64(pods)),
+				"per_add_by_request": perPod(addPod, pods), "node_bookkeeping_total": addNode, "machine": machine}},
+		{Name: "api_requests_per_del", Value: round3(float64(delTotal) / float64(pods)), Unit: "requests",
+			ComparedTo: compared, Target: "0", Met: results.Ptr(delTotal == 0), Time: now,
+			Params: map[string]interface{}{"pods": pods, "per_del_by_request": perPod(delPod, pods),
+				"node_bookkeeping_total": delNode, "machine": machine}},
+	}, nil
+}
+
+// checkStatuses makes sure the patches counted are the real thing: every
+// pod's network-status lists its three interfaces.
+func checkStatuses(ctx context.Context, n *Node, sandboxes []*Sandbox) error {
+	for _, sb := range sandboxes {
+		pod := &corev1.Pod{}
+		if err := n.Client.Get(ctx, client.ObjectKeyFromObject(sb.Pod), pod); err != nil {
+			return err
+		}
+		var status []nadv1.NetworkStatus
+		if err := json.Unmarshal([]byte(pod.Annotations[nadv1.NetworkStatusAnnot]), &status); err != nil || len(status) != len(n.direct) {
+			return fmt.Errorf("pod %s: network-status %q, want %d entries", pod.Name, pod.Annotations[nadv1.NetworkStatusAnnot], len(n.direct))
+		}
+	}
+	return nil
+}
+
+func split(counts map[string]int) (pod, node map[string]int) {
+	pod, node = map[string]int{}, map[string]int{}
+	for k, v := range counts {
+		if Bookkeeping(k) {
+			node[k] = v
+		} else {
+			pod[k] = v
+		}
+	}
+	return pod, node
+}
+
+func readsWrites(counts map[string]int) (reads, writes int) {
+	for k, v := range counts {
+		if strings.HasPrefix(k, "GET ") {
+			reads += v
+		} else {
+			writes += v
+		}
+	}
+	return reads, writes
+}
+
+func total(counts map[string]int) int {
+	t := 0
+	for _, v := range counts {
+		t += v
+	}
+	return t
+}
+
+func perPod(counts map[string]int, pods int) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range counts {
+		out[k] = round3(float64(v) / float64(pods))
+	}
+	return out
+}

@@ -1,0 +1,74 @@
+package bench
+
+import (
+	"math"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+func TestResource(t *testing.T) {
+	for path, want := range map[string]string{
+		"/api/v1/namespaces/team/pods/web/status":                                 "pods/status",
+		"/api/v1/namespaces/team/pods/web":                                        "pods",
+		"/api/v1/pods":                                                            "pods",
+		"/api/v1/namespaces/team":                                                 "namespaces",
+		"/api/v1/namespaces/team/events":                                          "events",
+		"/apis/plexus.cni.dev/v1alpha1/nodenetworkstatuses/node-a/status":         "nodenetworkstatuses/status",
+		"/apis/k8s.cni.cncf.io/v1/namespaces/team/network-attachment-definitions": "network-attachment-definitions",
+	} {
+		if got := Resource(path); got != want {
+			t.Errorf("Resource(%q) = %q, want %q", path, got, want)
+		}
+	}
+	for key, want := range map[string]bool{
+		"PUT nodenetworkstatuses/status": true, "GET nodenetworkstatuses": true, "POST events": true,
+		"PATCH pods/status": false, "GET pods": false, "GET nodes": false,
+	} {
+		if got := Bookkeeping(key); got != want {
+			t.Errorf("Bookkeeping(%q) = %v, want %v", key, got, want)
+		}
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	s := Summarize([]float64{5, 1, 4, 2, 3})
+	if s.P50 != 3 || s.Max != 5 || s.Mean != 3 || s.N != 5 {
+		t.Errorf("Summarize = %+v", s)
+	}
+	if got := Percentile([]float64{0, 10}, 0.9); math.Abs(got-9) > 1e-9 {
+		t.Errorf("Percentile interpolates: got %v, want 9", got)
+	}
+}
+
+func TestParseSample(t *testing.T) {
+	for line, want := range map[string]Sample{
+		`go_goroutines 75`:                        {Name: "go_goroutines", Value: 75},
+		`workqueue_depth{name="networks"} 0`:      {Name: "workqueue_depth", Labels: map[string]string{"name": "networks"}, Value: 0},
+		`x{a="1",b="q\"uote"} 2.5e+06 1700000000`: {Name: "x", Labels: map[string]string{"a": "1", "b": `q"uote`}, Value: 2.5e6},
+	} {
+		got, ok := parseSample(line)
+		if !ok || got.Name != want.Name || got.Value != want.Value || len(got.Labels) != len(want.Labels) {
+			t.Errorf("parseSample(%q) = %+v, %v; want %+v", line, got, ok, want)
+			continue
+		}
+		for k, v := range want.Labels {
+			if got.Labels[k] != v {
+				t.Errorf("parseSample(%q) label %s = %q, want %q", line, k, got.Labels[k], v)
+			}
+		}
+	}
+	if _, ok := parseSample(`broken{a="1" 3`); ok {
+		t.Error("parseSample accepted an unterminated label set")
+	}
+}
+
+// The per-call breakdown reads the daemon's histogram alone; if its name
+// or help text changed, the probe falls back to the whole registry, which
+// perturbs the timed calls.
+func TestOpHistogramIsFoundAlone(t *testing.T) {
+	if opHistogram() == prometheus.Gatherer(metrics.Registry) {
+		t.Fatal("plexus_cni_operation_duration_seconds not found by its exact description: update opHistogram's probe to match plugin/cniserver")
+	}
+}

@@ -1,0 +1,231 @@
+// Package chart_test checks the Helm chart charts/plexus without a cluster:
+// helm lint, what helm template renders with default and non-default
+// values, that the chart and config/ (kustomize) install the same daemon
+// with the same RBAC and CRDs, and that the README's values table is
+// current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
+// `make envtest-assets`. Without them the tests skip, or fail when
+// PLEXUS_REQUIRE_REAL is set (as `make test` does).
+package chart_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir  = "charts/plexus"
+	namespace = "kube-system"
+	release   = "plexus"
+)
+
+// object is one rendered document.
+type object struct {
+	Kind, Namespace, Name string
+	Labels                map[string]string
+	doc                   []byte
+}
+
+func (o object) key() string { return o.Kind + " " + o.Namespace + "/" + o.Name }
+
+// objects is what one rendering produced, in order.
+type objects []object
+
+// decode finds kind ns/name and decodes it strictly into out, so a
+// misspelt field fails here.
+func (objs objects) decode(t *testing.T, kind, ns, name string, out any) bool {
+	t.Helper()
+	for _, o := range objs {
+		if o.Kind == kind && o.Namespace == ns && o.Name == name {
+			if err := yaml.UnmarshalStrict(o.doc, out); err != nil {
+				t.Fatalf("%s: %v", o.key(), err)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+// mustDecode is decode that fails the test when the object is absent.
+func (objs objects) mustDecode(t *testing.T, kind, ns, name string, out any) {
+	t.Helper()
+	if !objs.decode(t, kind, ns, name, out) {
+		t.Fatalf("no %s %s/%s among %q", kind, ns, name, objs.keys())
+	}
+}
+
+func (objs objects) ofKind(kind string) objects {
+	var out objects
+	for _, o := range objs {
+		if o.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (objs objects) keys() []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.key())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// parse splits a multi-document YAML stream into objects.
+func parse(t *testing.T, out []byte) objects {
+	t.Helper()
+	var objs objects
+	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
+	for {
+		doc, err := reader.Read()
+		if errors.Is(err, io.EOF) {
+			return objs
+		}
+		if err != nil {
+			t.Fatalf("reading rendered YAML: %v", err)
+		}
+		var head struct {
+			metav1.TypeMeta   `json:",inline"`
+			metav1.ObjectMeta `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &head); err != nil {
+			t.Fatalf("decoding a rendered object: %v\n%s", err, doc)
+		}
+		if head.Kind == "" {
+			continue // only comments
+		}
+		o := object{Kind: head.Kind, Namespace: head.Namespace, Name: head.Name, Labels: head.Labels, doc: doc}
+		if slices.Contains(objs.keys(), o.key()) {
+			t.Errorf("%s rendered twice", o.key())
+		}
+		objs = append(objs, o)
+	}
+}
+
+// template runs `helm template` on the chart with extra arguments
+// (--values, --set, --include-crds) and returns what it printed.
+func template(t *testing.T, args ...string) []byte {
+	t.Helper()
+	out, err := helmRun(t, slices.Concat([]string{"template", release, chartPath(t), "--namespace", namespace}, args)...)
+	if err != nil {
+		t.Fatalf("helm template %q: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// helmRun runs helm with its config, cache and data in a temp dir, so the
+// tests neither read nor write the user's helm setup.
+func helmRun(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, helm(t), args...)
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(),
+		"HELM_CONFIG_HOME="+filepath.Join(home, "config"),
+		"HELM_CACHE_HOME="+filepath.Join(home, "cache"),
+		"HELM_DATA_HOME="+filepath.Join(home, "data"),
+	)
+	return cmd.CombinedOutput()
+}
+
+// kustomize renders config/default as `kubectl apply -k` would apply it.
+func kustomize(t *testing.T) objects {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, kubectl(t), "kustomize", filepath.Join(repoRoot(t), "config", "default"))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
+	}
+	return parse(t, out)
+}
+
+// helmVersionLine is the Makefile's pin of helm, the one place it is set.
+var helmVersionLine = regexp.MustCompile(`(?m)^HELM_VERSION\s*:=\s*(\S+)\s*$`)
+
+// helm is $HELM, or the helm `make helm` builds.
+func helm(t *testing.T) string {
+	t.Helper()
+	if h := os.Getenv("HELM"); h != "" {
+		return h
+	}
+	root := repoRoot(t)
+	mk, err := os.ReadFile(filepath.Join(root, "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := helmVersionLine.FindSubmatch(mk)
+	if m == nil {
+		t.Fatal("no HELM_VERSION := line in the Makefile")
+	}
+	h := filepath.Join(root, ".cache", "bin", "helm-"+string(m[1]), "helm")
+	requireFile(t, h, "helm", "make helm", "HELM")
+	return h
+}
+
+// kubectl is $KUBECTL, or the one `make envtest-assets` builds.
+func kubectl(t *testing.T) string {
+	t.Helper()
+	if k := os.Getenv("KUBECTL"); k != "" {
+		return k
+	}
+	root := repoRoot(t)
+	out, err := exec.Command(filepath.Join(root, "hack", "build-k8s.sh"), "--print-version").Output()
+	if err != nil {
+		t.Fatalf("hack/build-k8s.sh --print-version: %v", err)
+	}
+	k := filepath.Join(root, ".cache", "k8s", strings.TrimSpace(string(out)), "bin", "kubectl")
+	requireFile(t, k, "kubectl", "make envtest-assets", "KUBECTL")
+	return k
+}
+
+// requireFile skips the test when a tool is missing, or fails it when
+// PLEXUS_REQUIRE_REAL is set.
+func requireFile(t *testing.T, path, tool, target, env string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		msg := tool + " not found at " + path + " (run `" + target + "`, or set " + env + ")"
+		if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+func chartPath(t *testing.T) string { return filepath.Join(repoRoot(t), chartDir) }
+
+func testdata(name string) string { return filepath.Join("testdata", name) }
+
+// repoRoot is the module root: the test runs in e2e/chart.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		t.Fatalf("no go.mod at %s: %v", root, err)
+	}
+	return root
+}
