@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -60,6 +61,12 @@ type NodeConfig struct {
 
 	mu    sync.Mutex
 	state NodeState
+
+	// syncMu serialises Sync; shim is the source and installed copy last
+	// found equal, so that a resync costs two stats, not two reads of a
+	// multi-megabyte binary.
+	syncMu sync.Mutex
+	shim   [2]fileStamp
 }
 
 // NodeState is what the node config last saw and did.
@@ -155,6 +162,8 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 
 // Sync brings the shim and the conflist up to date once.
 func (c *NodeConfig) Sync() {
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
 	next := c.State()
 	c.syncShim(&next)
 	c.syncConfig(&next)
@@ -194,11 +203,38 @@ func (c *NodeConfig) syncShim(s *NodeState) {
 		s.ShimInstalled, s.ShimError = err == nil, errString(err)
 		return
 	}
+	if stamps, err := stampsOf(c.ShimSource, dst); err == nil && stamps == c.shim {
+		s.ShimInstalled, s.ShimError = true, ""
+		return
+	}
 	if _, err := InstallShim(c.ShimSource, dst); err != nil {
 		s.ShimInstalled, s.ShimError = false, err.Error()
 		return
 	}
+	c.shim, _ = stampsOf(c.ShimSource, dst)
 	s.ShimInstalled, s.ShimError = true, ""
+}
+
+// fileStamp tells a file's version apart without reading it.
+type fileStamp struct {
+	size  int64
+	mtime time.Time
+	ino   uint64
+}
+
+func stampsOf(paths ...string) ([2]fileStamp, error) {
+	var out [2]fileStamp
+	for i, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return out, err
+		}
+		out[i] = fileStamp{size: st.Size(), mtime: st.ModTime()}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			out[i].ino = sys.Ino
+		}
+	}
+	return out, nil
 }
 
 func (c *NodeConfig) syncConfig(s *NodeState) {
@@ -273,13 +309,60 @@ func Render(def *netconf.Network, socketPath, stateDir string) ([]byte, error) {
 }
 
 // InstallShim copies the shim to dst when dst differs, atomically, so the
-// runtime never execs a half-written binary.
+// runtime never execs a half-written binary. Both files are streamed, never
+// held whole in memory.
 func InstallShim(src, dst string) (bool, error) {
-	data, err := os.ReadFile(src)
+	same, err := sameContent(src, dst)
 	if err != nil {
 		return false, fmt.Errorf("reading the shim: %w", err)
 	}
-	return writeIfChanged(dst, data, 0o755)
+	if same {
+		return false, nil
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return false, fmt.Errorf("reading the shim: %w", err)
+	}
+	defer f.Close()
+	if err := record.WriteFileAtomicFrom(dst, f, 0o755); err != nil {
+		return false, fmt.Errorf("writing %s: %w", dst, err)
+	}
+	return true, nil
+}
+
+// sameContent compares two files chunk by chunk; a missing dst differs.
+func sameContent(src, dst string) (bool, error) {
+	a, err := os.Open(src)
+	if err != nil {
+		return false, err
+	}
+	defer a.Close()
+	b, err := os.Open(dst)
+	if err != nil {
+		return false, nil
+	}
+	defer b.Close()
+	sa, err := a.Stat()
+	if err != nil {
+		return false, err
+	}
+	if sb, err := b.Stat(); err != nil || sa.Size() != sb.Size() {
+		return false, nil
+	}
+	bufA, bufB := make([]byte, 64<<10), make([]byte, 64<<10)
+	for {
+		n, errA := io.ReadFull(a, bufA)
+		m, errB := io.ReadFull(b, bufB)
+		if n != m || !bytes.Equal(bufA[:n], bufB[:m]) {
+			return false, nil
+		}
+		if errA == io.EOF || errA == io.ErrUnexpectedEOF {
+			return errB == errA, nil
+		}
+		if errA != nil {
+			return false, errA
+		}
+	}
 }
 
 func writeIfChanged(path string, data []byte, perm os.FileMode) (bool, error) {

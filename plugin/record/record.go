@@ -8,12 +8,13 @@
 package record
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"time"
 )
@@ -66,12 +67,18 @@ type Attachment struct {
 // Added reports whether the delegate's ADD completed.
 func (a *Attachment) Added() bool { return len(a.Result) > 0 }
 
-var validID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$`)
-
 // CheckContainerID refuses ids that would escape the state directory or
-// collide with its own files.
+// collide with its own files: 1-255 of [A-Za-z0-9_.-], starting
+// alphanumeric. (A loop, not a regexp: the shim pays for every package-level
+// regexp at each exec.)
 func CheckContainerID(id string) error {
-	if !validID.MatchString(id) {
+	ok := len(id) > 0 && len(id) <= 255
+	for i := 0; ok && i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		ok = alnum || i > 0 && (c == '_' || c == '.' || c == '-')
+	}
+	if !ok {
 		return fmt.Errorf("invalid container id %q: want 1-255 of [A-Za-z0-9_.-], starting alphanumeric", id)
 	}
 	return nil
@@ -189,13 +196,22 @@ func ReplaceFile(path string, data []byte, perm os.FileMode) error {
 // The file itself is always synced before the rename, so a crash never
 // leaves an empty or partial file under the final name.
 func writeFile(path string, data []byte, perm os.FileMode, durable bool) error {
+	return writeFrom(path, bytes.NewReader(data), perm, durable)
+}
+
+// WriteFileAtomicFrom is WriteFileAtomic for content streamed from r.
+func WriteFileAtomicFrom(path string, r io.Reader, perm os.FileMode) error {
+	return writeFrom(path, r, perm, true)
+}
+
+func writeFrom(path string, r io.Reader, perm os.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
+	if _, err := io.Copy(tmp, r); err != nil {
 		tmp.Close()
 		return err
 	}
