@@ -49,7 +49,7 @@ type rssDaemon struct {
 	exitErr            error
 	metrics, readyz    string
 	networksDir        string
-	started, renderedT time.Time
+	started, renderedT time.Time // when it started, when it had synced
 }
 
 // DaemonMemory measures daemon_rss_mib: the resident memory of the real
@@ -66,93 +66,95 @@ func DaemonMemory(ctx context.Context, cfg Config, o MemoryOptions) ([]results.R
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	crds := filepath.Join(cfg.RepoRoot, "config", "crd")
-	env := plugintest.NewEnvironment(cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
-	restCfg, err := env.Start()
-	if err != nil {
-		return nil, fmt.Errorf("starting the API server: %w", err)
+	env, c, args, networksDir, err := memoryCluster(ctx, cfg, dir)
+	if env != nil {
+		defer func() { _ = env.Stop() }()
 	}
-	defer func() { _ = env.Stop() }()
-	c, err := newClient(restCfg)
 	if err != nil {
 		return nil, err
 	}
-	kubeconfig, err := writeKubeconfig(env, dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: memoryNode}}); err != nil {
-		return nil, err
-	}
-	args, networksDir, err := rssDaemonArgs(cfg, dir, kubeconfig)
-	if err != nil {
-		return nil, err
-	}
+	p := map[string]interface{}{"go_env": goEnv()}
 
 	cfg.progress("daemon on the empty cluster")
-	d, err := startRSSDaemon(ctx, cfg, args, networksDir, "rss-daemon-1.log")
+	d, err := startRSSDaemon(cfg, args, networksDir, "rss-daemon-1.log")
 	if err != nil {
 		return nil, err
 	}
 	defer d.stop()
-	if err := d.waitSynced(ctx, 0); err != nil {
+	if p["empty_cluster"], err = d.syncedMemory(ctx, 0, o); err != nil {
 		return nil, err
 	}
-	baseline, err := d.measure(ctx, o.Window, o.Interval)
-	if err != nil {
-		return nil, err
-	}
-
 	cfg.progress("creating %d namespaces, %d definitions, %d pods on the node and %d elsewhere", o.Namespaces, o.Definitions, o.Pods, o.OtherPods)
 	start := time.Now()
 	if err := populate(ctx, c, o); err != nil {
 		return nil, err
 	}
-	created := time.Since(start)
-	cfg.progress("created in %.1fs; waiting for the daemon to render them", created.Seconds())
-	if err := d.waitSynced(ctx, o.Definitions); err != nil {
-		return nil, err
-	}
-	grownRender := time.Since(start)
-	grown, err := d.measure(ctx, o.Window, o.Interval)
+	p["create_s"] = round3(time.Since(start).Seconds())
+	cfg.progress("created in %.1fs; waiting for the daemon to render them", time.Since(start).Seconds())
+	grown, err := d.syncedMemory(ctx, o.Definitions, o)
 	if err != nil {
 		return nil, err
 	}
+	p["grown_under_daemon"], p["render_all_s"] = grown, round3(d.renderedT.Sub(start).Seconds())
 	d.stop()
 
 	cfg.progress("daemon restarted on the full cluster")
-	d, err = startRSSDaemon(ctx, cfg, args, networksDir, "rss-daemon-2.log")
-	if err != nil {
+	if d, err = startRSSDaemon(cfg, args, networksDir, "rss-daemon-2.log"); err != nil {
 		return nil, err
 	}
 	defer d.stop()
-	if err := d.waitSynced(ctx, o.Definitions); err != nil {
-		return nil, err
-	}
-	restartSync := d.renderedT.Sub(d.started)
-	restarted, err := d.measure(ctx, o.Window, o.Interval)
+	restarted, err := d.syncedMemory(ctx, o.Definitions, o)
 	if err != nil {
 		return nil, err
 	}
-	value := max(grown["rss_max_mib"], restarted["rss_max_mib"])
-	return []results.Result{{
+	p["after_restart"], p["restart_sync_s"] = restarted, round3(d.renderedT.Sub(d.started).Seconds())
+	p["machine"] = Machine(load)
+	return []results.Result{memoryResult(max(grown["rss_max_mib"], restarted["rss_max_mib"]), o, p)}, nil
+}
+
+func memoryResult(value float64, o MemoryOptions, p map[string]interface{}) results.Result {
+	p["namespaces"], p["definitions"], p["pods_on_node"], p["pods_elsewhere"] = o.Namespaces, o.Definitions, o.Pods, o.OtherPods
+	p["daemon"] = "bin/plexus-daemon as its own process, default flags (--resync 30s); VmRSS from /proc/<pid>/status every " +
+		o.Interval.String() + " for " + o.Window.String() + " once synced"
+	return results.Result{
 		Name: "daemon_rss_mib", Value: round3(value), Unit: "MiB", Target: "< 100", Met: results.Ptr(value < 100),
-		ComparedTo: "the daemon on the empty cluster (params.empty_cluster); the figure is the maximum over the full cluster, both grown under the daemon and after its restart",
-		Time:       time.Now().UTC(),
-		Params: map[string]interface{}{
-			"namespaces": o.Namespaces, "definitions": o.Definitions, "pods_on_node": o.Pods, "pods_elsewhere": o.OtherPods,
-			"daemon": "bin/plexus-daemon as its own process, default flags (--resync 30s); VmRSS from /proc/<pid>/status every " +
-				o.Interval.String() + " for " + o.Window.String() + " once synced",
-			"empty_cluster":      baseline,
-			"grown_under_daemon": grown,
-			"after_restart":      restarted,
-			"create_s":           round3(created.Seconds()),
-			"render_all_s":       round3(grownRender.Seconds()),
-			"restart_sync_s":     round3(restartSync.Seconds()),
-			"go_env":             goEnv(),
-			"machine":            Machine(load),
-		},
-	}}, nil
+		ComparedTo: "the daemon on the empty cluster (params.empty_cluster); the figure is the maximum over the full cluster, " +
+			"both grown under the daemon and after its restart",
+		Params: p, Time: time.Now().UTC(),
+	}
+}
+
+// memoryCluster starts an API server of its own with the node, and
+// prepares the daemon's command line; env is returned for stopping even
+// when err is set.
+func memoryCluster(ctx context.Context, cfg Config, dir string) (*envtest.Environment, client.Client, []string, string, error) {
+	crds := filepath.Join(cfg.RepoRoot, "config", "crd")
+	env := plugintest.NewEnvironment(cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
+	restCfg, err := env.Start()
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("starting the API server: %w", err)
+	}
+	c, err := newClient(restCfg)
+	if err != nil {
+		return env, nil, nil, "", err
+	}
+	kubeconfig, err := writeKubeconfig(env, dir)
+	if err != nil {
+		return env, nil, nil, "", err
+	}
+	if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: memoryNode}}); err != nil {
+		return env, nil, nil, "", err
+	}
+	args, networksDir, err := rssDaemonArgs(cfg, dir, kubeconfig)
+	return env, c, args, networksDir, err
+}
+
+// syncedMemory waits until the daemon synced definitions, then measures.
+func (d *rssDaemon) syncedMemory(ctx context.Context, definitions int, o MemoryOptions) (map[string]float64, error) {
+	if err := d.waitSynced(ctx, definitions); err != nil {
+		return nil, err
+	}
+	return d.measure(ctx, o.Window, o.Interval)
 }
 
 func writeKubeconfig(env *envtest.Environment, dir string) (string, error) {
@@ -216,7 +218,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func startRSSDaemon(ctx context.Context, cfg Config, args []string, networksDir, logName string) (*rssDaemon, error) {
+func startRSSDaemon(cfg Config, args []string, networksDir, logName string) (*rssDaemon, error) {
 	logFile, err := os.Create(filepath.Join(cfg.LogDir, logName))
 	if err != nil {
 		return nil, err

@@ -30,13 +30,16 @@ type OverheadOptions struct {
 	Budget time.Duration // measuring stops after this, whatever Pairs says
 }
 
-// pair is one side's ADD and DEL of a sandbox, and for plexus the time
-// its daemon spent in the delegates.
+// pair is one side's ADD and DEL of a sandbox; for plexus also the
+// daemon's own account of each call and its time in the delegates.
 type pair struct {
 	add, del             time.Duration
 	daemonAdd, daemonDel time.Duration // the daemon's own account of the call
 	delegAdd, delegDel   time.Duration // the delegates, as the daemon ran them
 }
+
+func (p pair) addTimes() [3]time.Duration { return [3]time.Duration{p.add, p.daemonAdd, p.delegAdd} }
+func (p pair) delTimes() [3]time.Duration { return [3]time.Duration{p.del, p.daemonDel, p.delegDel} }
 
 // Overhead measures add_overhead_ms and del_overhead_ms: a 3-network ADD
 // and DEL through plexus (libcni execs the shim, the shim relays to the
@@ -44,13 +47,49 @@ type pair struct {
 // conflists run directly by libcni into another netns, interleaved: pair i
 // ADDs both sandboxes, then DELs both, plexus first on even i and second
 // on odd i, so that both see the same machine and neither gets the warmer
-// cache.
-// The figure is the distribution of the per-pair differences. Also
+// cache. The figure is the distribution of the per-pair differences. Also
 // network_status_latency_ms: from ADD's return to the network-status
 // patch being acknowledged.
 func Overhead(ctx context.Context, n *Node, pSB, bSB *Sandbox, o OverheadOptions) ([]results.Result, error) {
 	load := Load1()
-	var plexus, bare []pair
+	plexus, bare, took, err := n.pairs(ctx, pSB, bSB, o)
+	if err != nil {
+		return nil, err
+	}
+	statusMs := n.takeStatusLatencies()
+	floor, err := costFloor(ctx, n, 30)
+	if err != nil {
+		return nil, err
+	}
+	machine := Machine(load)
+	params := func(times func(pair) [3]time.Duration) map[string]interface{} {
+		p := overheadParams(plexus, bare, times)
+		p["pairs"], p["warmup_pairs"], p["seconds"] = len(plexus), o.Warmup, round3(took.Seconds())
+		p["networks"], p["floor"], p["machine"] = n.Networks, floor, machine
+		return p
+	}
+	add := Summarize(diffs(plexus, bare, func(p pair) time.Duration { return p.add }))
+	del := Summarize(diffs(plexus, bare, func(p pair) time.Duration { return p.del }))
+	status := Summarize(statusMs)
+	now := time.Now().UTC()
+	const compared = "the same 3 conflists run directly by libcni into another netns (a runtime without plexus), interleaved pairwise"
+	return []results.Result{
+		{Name: "add_overhead_ms", Value: round3(add.P50), Unit: "ms", ComparedTo: compared, Params: params(pair.addTimes),
+			P50: results.Ptr(round3(add.P50)), P90: results.Ptr(round3(add.P90)),
+			Target: "p50 <= 2", Met: results.Ptr(add.P50 <= 2), Time: now},
+		{Name: "del_overhead_ms", Value: round3(del.P50), Unit: "ms", ComparedTo: compared, Params: params(pair.delTimes),
+			P50: results.Ptr(round3(del.P50)), P90: results.Ptr(round3(del.P90)), Time: now},
+		{Name: "network_status_latency_ms", Value: round3(status.P50), Unit: "ms",
+			ComparedTo: "ADD's return (the status is queued as ADD returns): time until the API server acknowledged the merge patch",
+			Params: map[string]interface{}{"adds": status.N, "mean": round3(status.Mean), "max": round3(status.Max),
+				"api_server": "envtest kube-apiserver on loopback, idle but for this run", "machine": machine},
+			P50: results.Ptr(round3(status.P50)), P90: results.Ptr(round3(status.P90)), Time: now},
+	}, nil
+}
+
+// pairs runs the interleaved pairs and returns both sides' timings, pair
+// by pair, and how long the measured pairs took.
+func (n *Node) pairs(ctx context.Context, pSB, bSB *Sandbox, o OverheadOptions) (plexus, bare []pair, took time.Duration, err error) {
 	var start time.Time
 	for i := 0; i < o.Warmup+o.Pairs; i++ {
 		if i == o.Warmup {
@@ -63,85 +102,54 @@ func Overhead(ctx context.Context, n *Node, pSB, bSB *Sandbox, o OverheadOptions
 		// Both sandboxes are up before either goes, so that each side's
 		// DEL comes a while after its ADD, as in a cluster.
 		sides := []*side{n.plexusSide(ctx, pSB, i == 0), n.bareSide(ctx, bSB, i == 0)}
+		order := slices.Clone(sides)
 		if i%2 == 1 {
-			slices.Reverse(sides)
+			slices.Reverse(order)
 		}
-		for _, s := range sides {
+		for _, s := range order {
 			if err := s.add(fmt.Sprintf("ovh-%s%d", s.name, i)); err != nil {
-				return nil, err
+				return nil, nil, 0, err
 			}
 		}
-		for _, s := range sides {
+		for _, s := range order {
 			if err := s.del(fmt.Sprintf("ovh-%s%d", s.name, i)); err != nil {
-				return nil, err
+				return nil, nil, 0, err
 			}
-		}
-		if i%2 == 1 {
-			slices.Reverse(sides)
 		}
 		if i >= o.Warmup {
 			plexus, bare = append(plexus, sides[0].got), append(bare, sides[1].got)
 		}
 	}
-	floor, err := costFloor(ctx, n, 30)
-	if err != nil {
-		return nil, err
-	}
-	took := time.Since(start)
-	statusMs := n.takeStatusLatencies()
+	return plexus, bare, time.Since(start), nil
+}
 
-	addDiff, delDiff := diffs(plexus, bare, func(p pair) time.Duration { return p.add }), diffs(plexus, bare, func(p pair) time.Duration { return p.del })
-	common := func(get, daemon, deleg func(pair) time.Duration) map[string]interface{} {
-		pm, bm := Summarize(millis(plexus, get)), Summarize(millis(bare, get))
-		shim := Summarize(millis(plexus, func(p pair) time.Duration { return get(p) - daemon(p) }))
-		own := Summarize(millis(plexus, func(p pair) time.Duration { return daemon(p) - deleg(p) }))
-		return map[string]interface{}{
-			"pairs":         len(plexus),
-			"warmup_pairs":  o.Warmup,
-			"seconds":       round3(took.Seconds()),
-			"networks":      n.Networks,
-			"order":         "pairwise interleaved: both ADDs, then both DELs; plexus first on even pairs, second on odd ones",
-			"runtime":       "libcni (as containerd uses it) with a result cache dir of its own on each side",
-			"plexus_ms":     pm.params(),
-			"bare_ms":       bm.params(),
-			"status_writes": "waited for after each plexus ADD, outside the timed calls",
-			// Where plexus's time goes, per call: the runtime's view minus
-			// the daemon's own account of the call (its operation-duration
-			// histogram) is the shim's exec and relay; the daemon's time
-			// minus its delegate calls is its own work (lock, attachment
-			// record, resolution, result).
-			"breakdown_ms": map[string]interface{}{
-				"shim_exec_and_relay":  shim.params(),
-				"daemon_own_work":      own.params(),
-				"delegates_via_daemon": Summarize(millis(plexus, deleg)).params(),
-				"daemon_total":         Summarize(millis(plexus, daemon)).params(),
-			},
-			"floor": floor,
+// overheadParams describes both sides of one operation and where
+// plexus's time went, per call: the runtime's view minus the daemon's own
+// account of the call (its operation-duration histogram) is the shim's
+// exec and relay; the daemon's time minus its delegate calls is its own
+// work (lock, attachment record, resolution, result).
+func overheadParams(plexus, bare []pair, times func(pair) [3]time.Duration) map[string]interface{} {
+	part := func(ps []pair, f func(t [3]time.Duration) time.Duration) map[string]interface{} {
+		out := make([]float64, len(ps))
+		for i, p := range ps {
+			out[i] = Millis(f(times(p)))
 		}
+		return Summarize(out).params()
 	}
-	add := Summarize(addDiff)
-	del := Summarize(delDiff)
-	status := Summarize(statusMs)
-	now := time.Now().UTC()
-	machine := Machine(load)
-	addParams := common(func(p pair) time.Duration { return p.add }, func(p pair) time.Duration { return p.daemonAdd },
-		func(p pair) time.Duration { return p.delegAdd })
-	delParams := common(func(p pair) time.Duration { return p.del }, func(p pair) time.Duration { return p.daemonDel },
-		func(p pair) time.Duration { return p.delegDel })
-	addParams["machine"], delParams["machine"] = machine, machine
-	const compared = "the same 3 conflists run directly by libcni into another netns (a runtime without plexus), interleaved pairwise"
-	return []results.Result{
-		{Name: "add_overhead_ms", Value: round3(add.P50), Unit: "ms", ComparedTo: compared, Params: addParams,
-			P50: results.Ptr(round3(add.P50)), P90: results.Ptr(round3(add.P90)),
-			Target: "p50 <= 2", Met: results.Ptr(add.P50 <= 2), Time: now},
-		{Name: "del_overhead_ms", Value: round3(del.P50), Unit: "ms", ComparedTo: compared, Params: delParams,
-			P50: results.Ptr(round3(del.P50)), P90: results.Ptr(round3(del.P90)), Time: now},
-		{Name: "network_status_latency_ms", Value: round3(status.P50), Unit: "ms",
-			ComparedTo: "ADD's return (the status is queued as ADD returns): time until the API server acknowledged the merge patch",
-			Params: map[string]interface{}{"adds": status.N, "mean": round3(status.Mean), "max": round3(status.Max),
-				"api_server": "envtest kube-apiserver on loopback, idle but for this run", "machine": machine},
-			P50: results.Ptr(round3(status.P50)), P90: results.Ptr(round3(status.P90)), Time: now},
-	}, nil
+	total := func(t [3]time.Duration) time.Duration { return t[0] }
+	return map[string]interface{}{
+		"order":         "pairwise interleaved: both ADDs, then both DELs; plexus first on even pairs, second on odd ones",
+		"runtime":       "libcni (as containerd uses it) with a result cache dir of its own on each side",
+		"status_writes": "waited for after each plexus ADD, outside the timed calls",
+		"plexus_ms":     part(plexus, total),
+		"bare_ms":       part(bare, total),
+		"breakdown_ms": map[string]interface{}{
+			"shim_exec_and_relay":  part(plexus, func(t [3]time.Duration) time.Duration { return t[0] - t[1] }),
+			"daemon_own_work":      part(plexus, func(t [3]time.Duration) time.Duration { return t[1] - t[2] }),
+			"daemon_total":         part(plexus, func(t [3]time.Duration) time.Duration { return t[1] }),
+			"delegates_via_daemon": part(plexus, func(t [3]time.Duration) time.Duration { return t[2] }),
+		},
+	}
 }
 
 // side is one way of attaching a sandbox, timed.
@@ -254,14 +262,6 @@ func diffs(a, b []pair, get func(pair) time.Duration) []float64 {
 	out := make([]float64, len(a))
 	for i := range a {
 		out[i] = Millis(get(a[i]) - get(b[i]))
-	}
-	return out
-}
-
-func millis(ps []pair, get func(pair) time.Duration) []float64 {
-	out := make([]float64, len(ps))
-	for i, p := range ps {
-		out[i] = Millis(get(p))
 	}
 	return out
 }
