@@ -15,9 +15,10 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -109,32 +110,51 @@ func call(command string, args *skel.CmdArgs) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := &http.Client{
-		Timeout: callTimeout,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", conf.SocketPath)
-		}},
-	}
-	resp, err := client.Post("http://plexus"+shimapi.Path, "application/json", bytes.NewReader(body))
+	status, out, err := post(conf.SocketPath, body)
 	if err != nil {
-		var opErr *net.OpError
-		if errors.As(err, &opErr) && opErr.Op == "dial" {
-			return nil, fmt.Errorf("%w at %s: %v", errDaemonDown, conf.SocketPath, opErr.Err)
-		}
-		return nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("calling the plexus daemon: %v", err), "")
+		return nil, err
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("reading the plexus daemon's answer: %v", err), "")
-	}
-	if resp.StatusCode == http.StatusOK {
+	if status == 200 {
 		return out, nil
 	}
 	cniErr := &types.Error{}
 	if err := json.Unmarshal(out, cniErr); err != nil || cniErr.Msg == "" {
-		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("plexus daemon answered %s: %s", resp.Status, out), "")
+		return nil, types.NewError(types.ErrInternal, fmt.Sprintf("plexus daemon answered status %d: %s", status, out), "")
 	}
 	return nil, cniErr
+}
+
+// post sends one HTTP/1.0 request over the daemon's socket and reads the
+// answer to the end. HTTP/1.0 keeps both sides simple (no chunking, the
+// daemon closes when done), and writing it by hand keeps net/http, and
+// half of the binary, out of a program exec'd for every CNI call.
+func post(socket string, body []byte) (int, []byte, error) {
+	conn, err := net.DialTimeout("unix", socket, 10*time.Second)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%w at %s: %v", errDaemonDown, socket, err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(callTimeout)); err != nil {
+		return 0, nil, err
+	}
+	head := fmt.Sprintf("POST %s HTTP/1.0\r\nHost: plexus\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		shimapi.Path, len(body))
+	if _, err := conn.Write(append([]byte(head), body...)); err != nil {
+		return 0, nil, types.NewError(types.ErrTryAgainLater, fmt.Sprintf("calling the plexus daemon: %v", err), "")
+	}
+	answer, err := io.ReadAll(conn)
+	if err != nil {
+		return 0, nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("reading the plexus daemon's answer: %v", err), "")
+	}
+	headers, out, found := bytes.Cut(answer, []byte("\r\n\r\n"))
+	statusLine, _, _ := bytes.Cut(headers, []byte("\r\n"))
+	fields := strings.Fields(string(statusLine))
+	if !found || len(fields) < 2 || !strings.HasPrefix(fields[0], "HTTP/") {
+		return 0, nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("the plexus daemon's answer is not HTTP: %.200q", answer), "")
+	}
+	status, err := strconv.Atoi(fields[1])
+	if err != nil {
+		return 0, nil, types.NewError(types.ErrIOFailure, fmt.Sprintf("the plexus daemon's status line %q: %v", statusLine, err), "")
+	}
+	return status, out, nil
 }
