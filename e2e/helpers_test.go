@@ -1,0 +1,291 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/plexus-cni/plexus/e2e/cluster"
+)
+
+// Helpers shared by the specs of selection_test.go, teardown_test.go and
+// defaultnet_test.go.
+
+// netName is the CNI network name (hence host-local's folder) the specs
+// give the definition name of namespace ns; removeHostLocalDirs deletes
+// those folders once the spec is done.
+func netName(ns, name string) string { return ns + "-" + name }
+
+// removeHostLocalDirs removes host-local's folders of the networks when the
+// spec ends; registered before newNamespace, it runs after the namespace
+// and its pods are gone.
+func removeHostLocalDirs(networks ...string) {
+	DeferCleanup(func() {
+		for _, n := range networks {
+			Expect(os.RemoveAll(filepath.Join(cluster.HostLocalDir, n))).To(Succeed())
+		}
+	})
+}
+
+// macvlanNAD is a macvlan definition on one of the harness's veths with
+// host-local addresses from subnet; extra is more JSON fields, "" for none.
+func macvlanNAD(ctx context.Context, ns, name, master, subnet, extra string) string {
+	network := netName(ns, name)
+	if extra != "" {
+		extra = ", " + extra
+	}
+	createNAD(ctx, ns, name, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "macvlan",
+		"master": %q, "mode": "bridge", "ipam": {"type": "host-local", "subnet": %q}%s}`,
+		network, master, subnet, extra))
+	return network
+}
+
+// networkStatus waits for pod's network-status annotation and returns it.
+func networkStatus(ctx context.Context, pod *corev1.Pod) []nadv1.NetworkStatus {
+	var status []nadv1.NetworkStatus
+	Eventually(func(g Gomega) {
+		got := &corev1.Pod{}
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), got)).To(Succeed())
+		raw := got.Annotations[nadv1.NetworkStatusAnnot]
+		g.Expect(raw).NotTo(BeEmpty(), "no %s yet", nadv1.NetworkStatusAnnot)
+		g.Expect(json.Unmarshal([]byte(raw), &status)).To(Succeed())
+	}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
+	return status
+}
+
+// statusByInterface finds the status entry of interface ifname.
+func statusByInterface(status []nadv1.NetworkStatus, ifname string) *nadv1.NetworkStatus {
+	for i := range status {
+		if status[i].Interface == ifname {
+			return &status[i]
+		}
+	}
+	return nil
+}
+
+// podExec runs a command in pod's container and returns its stdout.
+func podExec(ctx context.Context, pod *corev1.Pod, args ...string) string {
+	out, err := kubectl(ctx, append([]string{"exec", "-n", pod.Namespace, pod.Name, "--"}, args...)...)
+	Expect(err).NotTo(HaveOccurred())
+	return out
+}
+
+// waitGone waits until pod is no longer in the API.
+func waitGone(ctx context.Context, pod *corev1.Pod, timeout time.Duration) {
+	Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{}))
+	}).WithContext(ctx).WithTimeout(timeout).Should(BeTrue(), "pod %s/%s not gone", pod.Namespace, pod.Name)
+}
+
+// waitEvent waits for an event of pod whose message holds every one of
+// the substrings, and returns its reason and message.
+func waitEvent(ctx context.Context, pod *corev1.Pod, substrings ...string) string {
+	var found string
+	Eventually(func(g Gomega) {
+		list := &corev1.EventList{}
+		g.Expect(k8s.List(ctx, list, client.InNamespace(pod.Namespace))).To(Succeed())
+	events:
+		for _, e := range list.Items {
+			if e.InvolvedObject.Name != pod.Name {
+				continue
+			}
+			for _, s := range substrings {
+				if !strings.Contains(e.Message, s) {
+					continue events
+				}
+			}
+			found = e.Reason + ": " + e.Message
+			return
+		}
+		g.Expect(found).NotTo(BeEmpty(), "no event of %s/%s holds %q:%s", pod.Namespace, pod.Name, substrings, events(ctx, pod))
+	}).WithContext(ctx).WithTimeout(90 * time.Second).Should(Succeed())
+	return found
+}
+
+// phaseOf is pod's phase now.
+func phaseOf(ctx context.Context, pod *corev1.Pod) corev1.PodPhase {
+	got := &corev1.Pod{}
+	Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), got)).To(Succeed())
+	return got.Status.Phase
+}
+
+// allRecords lists every attachment record on the node.
+func allRecords() []string {
+	files, err := filepath.Glob(filepath.Join(cluster.PlexusRecordsDir, "*.json"))
+	Expect(err).NotTo(HaveOccurred())
+	return files
+}
+
+// heldBy lists host-local allocations, in every network, whose file names
+// one of the container (sandbox) ids; host-local writes the id and the
+// ifname into each address's file.
+func heldBy(ids map[string]bool) []string {
+	var held []string
+	dirs, _ := os.ReadDir(cluster.HostLocalDir)
+	for _, d := range dirs {
+		files, _ := os.ReadDir(filepath.Join(cluster.HostLocalDir, d.Name()))
+		for _, f := range files {
+			b, err := os.ReadFile(filepath.Join(cluster.HostLocalDir, d.Name(), f.Name()))
+			if err != nil {
+				continue
+			}
+			id := strings.Fields(string(b))
+			if len(id) > 0 && ids[id[0]] {
+				held = append(held, d.Name()+"/"+f.Name())
+			}
+		}
+	}
+	return held
+}
+
+// sandboxIDs lists the container ids that plexus's records name for the
+// pod with this UID: the sandboxes host-local knows the pod's addresses by.
+func sandboxIDs(uid string, into map[string]bool) {
+	for _, f := range recordsOf(uid) {
+		var rec map[string]any
+		b, err := os.ReadFile(f)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(json.Unmarshal(b, &rec)).To(Succeed())
+		for _, key := range []string{"containerID", "containerId", "ContainerID"} {
+			if id, ok := rec[key].(string); ok && id != "" {
+				into[id] = true
+			}
+		}
+		// Records are named after the sandbox when no field says it.
+		into[strings.TrimSuffix(filepath.Base(f), ".json")] = true
+	}
+}
+
+// nodeLinks lists the node's links by name, less the harness's own and
+// the default network's bridge, which come and go with the cluster.
+func nodeLinks() []string {
+	links, err := netlink.LinkList()
+	Expect(err).NotTo(HaveOccurred())
+	var out []string
+	for _, l := range links {
+		out = append(out, l.Attrs().Name+" "+l.Type())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// stateDir is the running cluster's state dir (make e2e's default).
+func stateDir() string {
+	if d := os.Getenv("PLEXUS_E2E_STATE_DIR"); d != "" {
+		return d
+	}
+	// The kubeconfig is <state>/kubeconfig/admin.kubeconfig.
+	return filepath.Dir(filepath.Dir(kubeconfig))
+}
+
+// componentPid is the pid the harness recorded for a component
+// (run/<name>.pid: "pid executable"), checked to still run it.
+func componentPid(name string) int {
+	b, err := os.ReadFile(filepath.Join(stateDir(), "run", name+".pid"))
+	Expect(err).NotTo(HaveOccurred())
+	f := strings.Fields(string(b))
+	Expect(f).To(HaveLen(2))
+	pid, err := strconv.Atoi(f[0])
+	Expect(err).NotTo(HaveOccurred())
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	Expect(err).NotTo(HaveOccurred())
+	Expect(strings.TrimSuffix(exe, " (deleted)")).To(Equal(f[1]))
+	return pid
+}
+
+// signal sends sig to pid.
+func signal(pid int, sig syscall.Signal) {
+	Expect(syscall.Kill(pid, sig)).To(Succeed(), "kill -%d %d", sig, pid)
+}
+
+// daemonPid is the host pid of the plexus daemon's container, from
+// containerd's task list.
+func daemonPid(ctx context.Context) int {
+	pods := &corev1.PodList{}
+	Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
+		client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
+	Expect(pods.Items).To(HaveLen(1))
+	var id string
+	for _, cs := range pods.Items[0].Status.ContainerStatuses {
+		if cs.Name == "plexus" {
+			id = strings.TrimPrefix(cs.ContainerID, "containerd://")
+		}
+	}
+	Expect(id).NotTo(BeEmpty())
+	out, err := exec.CommandContext(ctx, "ctr", "--address", cluster.ContainerdSocket, "-n", "k8s.io", "tasks", "ls").CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), string(out))
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) >= 3 && f[0] == id && f[2] == "RUNNING" {
+			pid, err := strconv.Atoi(f[1])
+			Expect(err).NotTo(HaveOccurred())
+			return pid
+		}
+	}
+	Fail("no running task for the daemon's container " + id + ":\n" + string(out))
+	return 0
+}
+
+// waitDaemonReady waits until the daemon's pod is Ready again.
+func waitDaemonReady(ctx context.Context) {
+	Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
+			client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
+		g.Expect(pods.Items).To(HaveLen(1))
+		ready := false
+		for _, c := range pods.Items[0].Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				ready = true
+			}
+		}
+		g.Expect(ready).To(BeTrue(), "daemon pod not Ready")
+	}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(Succeed())
+}
+
+// settled waits until the node is quiet: the default network holds exactly
+// the addresses of the pods that exist, plexus holds one record per such
+// pod, and the node's links did not change for a second. Pods of an
+// earlier spec may still be in their CNI DEL when their namespace is gone
+// (the API server drops a pod once its containers stopped, the sandbox
+// goes after): snapshots for a leak check are taken only after this. It
+// returns the default network's allocations, the records and the links.
+func settled(ctx context.Context) (defaults, records, links []string) {
+	Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		g.Expect(k8s.List(ctx, pods)).To(Succeed())
+		var ips []string
+		n := 0
+		for _, p := range pods.Items {
+			if p.Spec.HostNetwork || p.Status.PodIP == "" ||
+				p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+				continue
+			}
+			n++
+			ips = append(ips, p.Status.PodIP)
+		}
+		defaults = heldAddresses(cluster.DefaultNetwork)
+		g.Expect(defaults).To(ConsistOf(ips), "default network allocations vs pods")
+		records = allRecords()
+		g.Expect(records).To(HaveLen(n), "records vs pods")
+		links = nodeLinks()
+		time.Sleep(time.Second)
+		g.Expect(nodeLinks()).To(Equal(links), "links still changing")
+	}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	return defaults, records, links
+}
