@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -79,14 +77,7 @@ var _ = Describe("a pod asking for two networks in the short form", Ordered, fun
 	})
 
 	It("lists three interfaces in network-status, the default network first", func(ctx SpecContext) {
-		var status []nadv1.NetworkStatus
-		Eventually(func(g Gomega) {
-			got := &corev1.Pod{}
-			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(pod), got)).To(Succeed())
-			raw := got.Annotations[nadv1.NetworkStatusAnnot]
-			g.Expect(raw).NotTo(BeEmpty(), "no %s yet", nadv1.NetworkStatusAnnot)
-			g.Expect(json.Unmarshal([]byte(raw), &status)).To(Succeed())
-		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
+		status := networkStatus(ctx, pod)
 		Expect(status).To(HaveLen(3))
 		Expect(status[0].Default).To(BeTrue())
 		Expect(status[0].Name).To(Equal(cluster.DefaultNetwork))

@@ -26,6 +26,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 const (
@@ -217,15 +219,5 @@ func chartPath(t *testing.T) string { return filepath.Join(repoRoot(t), chartDir
 
 func testdata(name string) string { return filepath.Join("testdata", name) }
 
-// repoRoot is the module root: the test runs in e2e/chart.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("no go.mod at %s: %v", root, err)
-	}
-	return root
-}
+// repoRoot is the module root.
+func repoRoot(t *testing.T) string { return plugintest.RepoRoot(t) }

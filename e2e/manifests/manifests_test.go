@@ -29,6 +29,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 const (
@@ -478,15 +480,5 @@ func kubectl(t *testing.T, root string) string {
 	return k
 }
 
-// repoRoot is the module root: the test runs in e2e/manifests.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("no go.mod at %s: %v", root, err)
-	}
-	return root
-}
+// repoRoot is the module root.
+func repoRoot(t *testing.T) string { return plugintest.RepoRoot(t) }
