@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -267,9 +266,9 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		s.ConfigCurrent, s.ConfigError = false, err.Error()
 		return
 	}
-	wrote, err := writeIfChanged(path, data, 0o644)
+	wrote, err := record.WriteFileIfChanged(path, data, 0o644, true)
 	if err != nil {
-		s.ConfigCurrent, s.ConfigError = false, err.Error()
+		s.ConfigCurrent, s.ConfigError = false, fmt.Sprintf("writing %s: %v", path, err)
 		return
 	}
 	if wrote || s.ConfigWritten.IsZero() {
@@ -363,30 +362,6 @@ func sameContent(src, dst string) (bool, error) {
 			return false, errA
 		}
 	}
-}
-
-func writeIfChanged(path string, data []byte, perm os.FileMode) (bool, error) {
-	if old, err := readSmall(path, len(data)); err == nil && bytes.Equal(old, data) {
-		return false, nil
-	}
-	if err := record.WriteFileAtomic(path, data, perm); err != nil {
-		return false, fmt.Errorf("writing %s: %w", path, err)
-	}
-	return true, nil
-}
-
-// readSmall reads a file unless it is bigger than want: a changed file of
-// another size needs no full read to be told apart.
-func readSmall(path string, want int) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil || st.Size() != int64(want) {
-		return nil, errors.New("size differs")
-	}
-	return io.ReadAll(f)
 }
 
 func exists(path string) bool {

@@ -6,7 +6,6 @@
 package netstore
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -70,15 +69,13 @@ func (s *Store) Put(key k8stypes.NamespacedName, e *Entry) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if old, err := os.ReadFile(s.path(key)); err == nil && bytes.Equal(old, data) {
-		return false, nil
-	}
 	// The store is rebuilt from the API server at every start, so an entry
 	// need not survive a crash: no directory sync.
-	if err := record.ReplaceFile(s.path(key), data, 0o600); err != nil {
+	wrote, err := record.WriteFileIfChanged(s.path(key), data, 0o600, false)
+	if err != nil {
 		return false, fmt.Errorf("network store %s: %w", key, err)
 	}
-	return true, nil
+	return wrote, nil
 }
 
 // Get reads an entry; the error wraps os.ErrNotExist when there is none.

@@ -192,6 +192,34 @@ func ReplaceFile(path string, data []byte, perm os.FileMode) error {
 	return writeFile(path, data, perm, false)
 }
 
+// WriteFileIfChanged writes data as WriteFileAtomic (durable) or
+// ReplaceFile (not durable) do, unless path already holds exactly data; it
+// reports whether it wrote. A resync of unchanged content then costs a
+// read, not a write and its syncs.
+func WriteFileIfChanged(path string, data []byte, perm os.FileMode, durable bool) (bool, error) {
+	if old, err := readIfSize(path, len(data)); err == nil && bytes.Equal(old, data) {
+		return false, nil
+	}
+	if err := writeFile(path, data, perm, durable); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// readIfSize reads a file only if it has the given size: content of another
+// size needs no read to be told apart.
+func readIfSize(path string, size int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || st.Size() != int64(size) {
+		return nil, errors.New("size differs")
+	}
+	return io.ReadAll(f)
+}
+
 // writeFile is WriteFileAtomic, syncing the directory only when durable.
 // The file itself is always synced before the rename, so a crash never
 // leaves an empty or partial file under the final name.
