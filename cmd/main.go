@@ -4,6 +4,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,9 @@ import (
 
 func main() {
 	o := daemon.Defaults()
-	var globals string
+	var globals, configFile string
+	flag.StringVar(&configFile, "config", "",
+		"a YAML file of settings named like these flags (the chart's ConfigMap); flags on the command line win")
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	flag.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
 	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
@@ -42,6 +45,12 @@ func main() {
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if configFile != "" {
+		if err := daemon.ApplyConfigFile(flag.CommandLine, configFile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
 	o.GlobalNamespaces = splitList(globals)
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,11 +56,12 @@ func TestSameRBACAsConfig(t *testing.T) {
 
 func TestSameDaemonSetAsConfig(t *testing.T) {
 	var chart, config appsv1.DaemonSet
-	parse(t, template(t)).mustDecode(t, "DaemonSet", namespace, "plexus", &chart)
-	kustomize(t).mustDecode(t, "DaemonSet", namespace, "plexus", &config)
+	chartObjs, configObjs := parse(t, template(t)), kustomize(t)
+	chartObjs.mustDecode(t, "DaemonSet", namespace, "plexus", &chart)
+	configObjs.mustDecode(t, "DaemonSet", namespace, "plexus", &config)
 	cc, kc := container(t, &chart), container(t, &config)
 
-	sameArgs(t, cc.Args, kc.Args)
+	sameSettings(t, settings(t, chartObjs, &chart), settings(t, configObjs, &config))
 	same(t, "env", cc.Env, kc.Env)
 	same(t, "volumeMounts", cc.VolumeMounts, kc.VolumeMounts)
 	same(t, "volumes", chart.Spec.Template.Spec.Volumes, config.Spec.Template.Spec.Volumes)
@@ -87,12 +89,12 @@ func TestSameDaemonSetAsConfig(t *testing.T) {
 	}
 }
 
-// sameArgs compares the daemon's flags: each of config/default's with the
-// same value, and those the chart adds only at the daemon's defaults (as
-// `plexus-daemon --help` prints them), so that the two run the same daemon.
-func sameArgs(t *testing.T, chartArgs, configArgs []string) {
+// sameSettings compares the daemon's settings (flags and config file):
+// each of config/default's with the same value, and those the chart adds
+// only at the daemon's defaults (as `plexus-daemon --help` prints them), so
+// that the two run the same daemon.
+func sameSettings(t *testing.T, chart, config map[string]string) {
 	t.Helper()
-	chart, config := flags(t, chartArgs), flags(t, configArgs)
 	d := daemon.Defaults()
 	atDefault := map[string]string{
 		"--namespace-isolation": strconv.FormatBool(d.IsolateNamespaces),
@@ -113,6 +115,52 @@ func sameArgs(t *testing.T, chartArgs, configArgs []string) {
 			t.Errorf("flag %s=%s is the chart's only, and not at the daemon's default (%q)", flag, v, want)
 		}
 	}
+}
+
+// settings is what the daemon of ds runs with: its --flag=value arguments,
+// and the settings of the ConfigMap file its --config names, as
+// --setting=value, the command line winning as in the daemon. It fails
+// unless that file is in a ConfigMap of objs mounted where --config points.
+func settings(t *testing.T, objs objects, ds *appsv1.DaemonSet) map[string]string {
+	t.Helper()
+	c := container(t, ds)
+	out := flags(t, c.Args)
+	file, ok := out["--config"]
+	if !ok {
+		return out
+	}
+	delete(out, "--config")
+	var volume string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == path.Dir(file) {
+			volume = m.Name
+		}
+	}
+	var cmName string
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == volume && v.ConfigMap != nil {
+			cmName = v.ConfigMap.Name
+		}
+	}
+	if cmName == "" {
+		t.Fatalf("--config=%s: no ConfigMap volume mounted at %s", file, path.Dir(file))
+	}
+	var cm corev1.ConfigMap
+	objs.mustDecode(t, "ConfigMap", ds.Namespace, cmName, &cm)
+	data, ok := cm.Data[path.Base(file)]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no %s (keys %v)", cmName, path.Base(file), cm.Data)
+	}
+	fromFile, err := daemon.ParseConfig([]byte(data))
+	if err != nil {
+		t.Fatalf("ConfigMap %s, %s: %v", cmName, path.Base(file), err)
+	}
+	for k, v := range fromFile {
+		if _, onCommandLine := out["--"+k]; !onCommandLine {
+			out["--"+k] = v
+		}
+	}
+	return out
 }
 
 // flags maps --flag=value arguments by flag; a flag given twice fails.

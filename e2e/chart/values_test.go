@@ -30,7 +30,7 @@ func TestDefaultValues(t *testing.T) {
 	if want := "plexus:" + strings.TrimSpace(string(version)); c.Image != want {
 		t.Errorf("image = %q, want %q (the chart's appVersion)", c.Image, want)
 	}
-	f := flags(t, c.Args)
+	f := settings(t, objs, &ds)
 	for _, flag := range []string{"--default-network", "--readiness-indicator-file"} {
 		if v, ok := f[flag]; ok {
 			t.Errorf("%s=%s given, want it left to the daemon", flag, v)
@@ -42,11 +42,14 @@ func TestDefaultValues(t *testing.T) {
 	if n := objs.ofKind("NetworkAttachmentDefinition"); len(n) != 0 {
 		t.Errorf("networks %q rendered, want none by default", n.keys())
 	}
-	if spec := ds.Spec.Template.Spec; len(spec.NodeSelector) != 0 || len(spec.ImagePullSecrets) != 0 || len(ds.Spec.Template.Annotations) != 0 {
-		t.Errorf("nodeSelector %v, imagePullSecrets %v, pod annotations %v: want none", spec.NodeSelector, spec.ImagePullSecrets, ds.Spec.Template.Annotations)
+	if spec := ds.Spec.Template.Spec; len(spec.NodeSelector) != 0 || len(spec.ImagePullSecrets) != 0 {
+		t.Errorf("nodeSelector %v, imagePullSecrets %v: want none", spec.NodeSelector, spec.ImagePullSecrets)
+	}
+	if a := ds.Spec.Template.Annotations; len(a) != 1 || a["checksum/config"] == "" {
+		t.Errorf("pod annotations %v, want checksum/config alone", a)
 	}
 	checkConsistent(t, objs)
-	checkFlagsOnHostPaths(t, &ds)
+	checkFlagsOnHostPaths(t, objs, &ds)
 }
 
 // customValues is testdata/values-custom.yaml, decoded.
@@ -70,7 +73,7 @@ func TestCustomValues(t *testing.T) {
 	if want := []corev1.LocalObjectReference{{Name: "registry-creds"}}; !slices.Equal(spec.ImagePullSecrets, want) {
 		t.Errorf("imagePullSecrets = %v, want %v", spec.ImagePullSecrets, want)
 	}
-	f := flags(t, c.Args)
+	f := settings(t, objs, &ds)
 	for flag, want := range map[string]string{
 		"--default-network":           "cbr0",
 		"--cni-conf-dir":              "/host/etc/kubernetes/cni/net.d", // the trailing / cleaned
@@ -150,7 +153,7 @@ func TestCustomValues(t *testing.T) {
 
 	checkNetworks(t, objs)
 	checkConsistent(t, objs)
-	checkFlagsOnHostPaths(t, &ds)
+	checkFlagsOnHostPaths(t, objs, &ds)
 }
 
 // checkNetworks: each of extraNetworks is a definition whose config is the
@@ -217,6 +220,7 @@ func TestReleaseName(t *testing.T) {
 	want := []string{
 		"ClusterRole /net-plexus",
 		"ClusterRoleBinding /net-plexus",
+		"ConfigMap networking/net-plexus-config",
 		"DaemonSet networking/net-plexus",
 		"Service networking/net-plexus-metrics",
 		"ServiceAccount networking/net-plexus",
@@ -289,10 +293,10 @@ func hostMounts(t *testing.T, ds *appsv1.DaemonSet) map[string]mount {
 // checkFlagsOnHostPaths: each path flag points into the mount of the host
 // directory it is about, and the state dir and the socket are at their
 // host paths, where the shim on the host looks for them.
-func checkFlagsOnHostPaths(t *testing.T, ds *appsv1.DaemonSet) {
+func checkFlagsOnHostPaths(t *testing.T, objs objects, ds *appsv1.DaemonSet) {
 	t.Helper()
 	mounts := hostMounts(t, ds)
-	f := flags(t, container(t, ds).Args)
+	f := settings(t, objs, ds)
 	for flag, hostFlag := range map[string]string{"--cni-conf-dir": "", "--cni-bin-dir": "", "--state-dir": "same", "--socket": "same", "--readiness-indicator-file": "same"} {
 		v, ok := f[flag]
 		if !ok {
@@ -325,4 +329,23 @@ func TestImageDigestAndFullname(t *testing.T) {
 		t.Errorf("image = %q, want plexus@%s", c.Image, digest)
 	}
 	checkConsistent(t, objs)
+}
+
+// A changed setting must roll the daemons, which read their ConfigMap only
+// at start; a changed value that is not a setting must not.
+func TestConfigChecksumRollsTheDaemons(t *testing.T) {
+	checksum := func(args ...string) string {
+		var ds appsv1.DaemonSet
+		parse(t, template(t, args...)).mustDecode(t, "DaemonSet", namespace, "plexus", &ds)
+		return ds.Spec.Template.Annotations["checksum/config"]
+	}
+	base := checksum()
+	for _, set := range []string{"logLevel=debug", "namespaceIsolation=false", "defaultNetwork=cbr0", "globalNamespaces={default,infra}", "readinessIndicatorFile=/run/flannel/subnet.env"} {
+		if got := checksum("--set", set); got == base {
+			t.Errorf("--set %s left checksum/config at %s: the daemons would keep the old setting", set, base)
+		}
+	}
+	if got := checksum("--set", "resources.limits.memory=300Mi"); got != base {
+		t.Errorf("a resources change moved checksum/config from %s to %s", base, got)
+	}
 }

@@ -60,6 +60,7 @@ func TestObjects(t *testing.T) {
 	want := []string{
 		"ClusterRole /plexus",
 		"ClusterRoleBinding /plexus",
+		"ConfigMap kube-system/plexus-config",
 		"CustomResourceDefinition /" + nadCRD,
 		"CustomResourceDefinition /" + nnsCRD,
 		"DaemonSet kube-system/plexus",

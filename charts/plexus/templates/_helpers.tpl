@@ -44,3 +44,21 @@ appVersion when no tag is set).
 {{- printf "%s:%s" $repo (.Values.image.tag | default .Chart.AppVersion | toString) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The daemon's settings file (--config), named like its flags: the values
+that say how plexus behaves rather than where things are on the node.
+*/}}
+{{- define "plexus.daemonConfig" -}}
+# plexus-daemon settings, named like its flags (`plexus-daemon --help`);
+# flags on its command line win over these.
+namespace-isolation: {{ .Values.namespaceIsolation }}
+global-namespaces: {{ .Values.globalNamespaces | default list | toJson }}
+{{- with .Values.defaultNetwork }}
+default-network: {{ toString . | toJson }}
+{{- end }}
+{{- with .Values.readinessIndicatorFile }}
+readiness-indicator-file: {{ clean . | toJson }}
+{{- end }}
+zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
+{{- end -}}
