@@ -52,6 +52,7 @@ func main() {
 		}
 	}
 	o.GlobalNamespaces = splitList(globals)
+	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")
 

@@ -56,7 +56,11 @@ type NodeConfig struct {
 	CanServe func() bool
 	// OnChange is told when the state changed.
 	OnChange func()
-	Log      logr.Logger
+	// Uninstalled, asked when the daemon stops, says whether plexus was
+	// uninstalled (see Owner); if so the conflist is removed, so that the
+	// node's default network serves new pods again. Nil keeps it always.
+	Uninstalled func(context.Context) (bool, string)
+	Log         logr.Logger
 
 	mu    sync.Mutex
 	state NodeState
@@ -139,6 +143,7 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			c.stop()
 			return nil
 		case ev := <-w.Events:
 			if ev.Name == filepath.Join(c.ConfDir, ConfigFileName) && ev.Op&(fsnotify.Remove|fsnotify.Rename) == 0 {
@@ -157,6 +162,29 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 			c.Sync()
 		}
 	}
+}
+
+// stop removes the conflist if plexus was uninstalled, and keeps it
+// otherwise. It has a few seconds: the pod's grace period is short.
+func (c *NodeConfig) stop() {
+	if c.Uninstalled == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	gone, why := c.Uninstalled(ctx)
+	path := filepath.Join(c.ConfDir, ConfigFileName)
+	if !gone {
+		c.Log.Info("stopping; the node conflist stays for the next daemon", "conflist", path, "because", why)
+		return
+	}
+	c.syncMu.Lock()
+	defer c.syncMu.Unlock()
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		c.Log.Error(err, "plexus was uninstalled, but its conflist could not be removed: pods on this node will fail to start until it is", "conflist", path, "because", why)
+		return
+	}
+	c.Log.Info("plexus was uninstalled: removed the node conflist, so the default network serves new pods directly", "conflist", path, "because", why)
 }
 
 // Sync brings the shim and the conflist up to date once.

@@ -52,6 +52,15 @@ func TestSameRBACAsConfig(t *testing.T) {
 	config.mustDecode(t, "ClusterRoleBinding", "", "plexus", &configBinding)
 	same(t, "ClusterRoleBinding roleRef", chartBinding.RoleRef, configBinding.RoleRef)
 	same(t, "ClusterRoleBinding subjects", chartBinding.Subjects, configBinding.Subjects)
+	var chartOwner, configOwner rbacv1.Role
+	chart.mustDecode(t, "Role", namespace, "plexus", &chartOwner)
+	config.mustDecode(t, "Role", namespace, "plexus", &configOwner)
+	same(t, "Role rules", chartOwner.Rules, configOwner.Rules)
+	var chartOwnerBinding, configOwnerBinding rbacv1.RoleBinding
+	chart.mustDecode(t, "RoleBinding", namespace, "plexus", &chartOwnerBinding)
+	config.mustDecode(t, "RoleBinding", namespace, "plexus", &configOwnerBinding)
+	same(t, "RoleBinding roleRef", chartOwnerBinding.RoleRef, configOwnerBinding.RoleRef)
+	same(t, "RoleBinding subjects", chartOwnerBinding.Subjects, configOwnerBinding.Subjects)
 }
 
 func TestSameDaemonSetAsConfig(t *testing.T) {

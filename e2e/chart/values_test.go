@@ -222,6 +222,8 @@ func TestReleaseName(t *testing.T) {
 		"ClusterRoleBinding /net-plexus",
 		"ConfigMap networking/net-plexus-config",
 		"DaemonSet networking/net-plexus",
+		"Role networking/net-plexus",
+		"RoleBinding networking/net-plexus",
 		"Service networking/net-plexus-metrics",
 		"ServiceAccount networking/net-plexus",
 	}
@@ -251,6 +253,18 @@ func checkConsistent(t *testing.T, objs objects) {
 		t.Errorf("binding %+v %+v, want %+v to ClusterRole %s", b.Subjects, b.RoleRef, wantSubjects, role[0].Name)
 	}
 	checkSelector(t, &d)
+
+	// The daemon may read its own DaemonSet, by name, in its namespace.
+	var r rbacv1.Role
+	var rb rbacv1.RoleBinding
+	objs.mustDecode(t, "Role", d.Namespace, d.Name, &r)
+	objs.mustDecode(t, "RoleBinding", d.Namespace, d.Name, &rb)
+	if len(r.Rules) != 1 || !slices.Equal(r.Rules[0].ResourceNames, []string{d.Name}) || !slices.Equal(r.Rules[0].Resources, []string{"daemonsets"}) {
+		t.Errorf("Role %s rules %+v: want get on daemonsets named %s", r.Name, r.Rules, d.Name)
+	}
+	if !slices.Equal(rb.Subjects, wantSubjects) || rb.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: r.Name}) {
+		t.Errorf("RoleBinding %+v %+v, want %+v to Role %s", rb.Subjects, rb.RoleRef, wantSubjects, r.Name)
+	}
 }
 
 func checkPort(t *testing.T, c *corev1.Container, name string, port int32) {

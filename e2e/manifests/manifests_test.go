@@ -45,9 +45,12 @@ type rendered struct {
 	crds     map[string]*apiextensionsv1.CustomResourceDefinition
 	roles    map[string]*rbacv1.ClusterRole
 	bindings map[string]*rbacv1.ClusterRoleBinding
-	accounts map[string]*corev1.ServiceAccount
-	daemons  map[string]*appsv1.DaemonSet
-	labels   map[string]map[string]string // "Kind ns/name" -> labels
+	// nsRoles and nsBindings are the namespaced Roles and RoleBindings.
+	nsRoles    map[string]*rbacv1.Role
+	nsBindings map[string]*rbacv1.RoleBinding
+	accounts   map[string]*corev1.ServiceAccount
+	daemons    map[string]*appsv1.DaemonSet
+	labels     map[string]map[string]string // "Kind ns/name" -> labels
 }
 
 func TestObjects(t *testing.T) {
@@ -64,6 +67,8 @@ func TestObjects(t *testing.T) {
 		"CustomResourceDefinition /" + nadCRD,
 		"CustomResourceDefinition /" + nnsCRD,
 		"DaemonSet kube-system/plexus",
+		"Role kube-system/plexus",
+		"RoleBinding kube-system/plexus",
 		"ServiceAccount kube-system/plexus",
 	}
 	if !slices.Equal(got, want) {
@@ -152,6 +157,30 @@ func TestClusterRoleBinding(t *testing.T) {
 	}
 }
 
+// TestOwnerRole: in its own namespace the daemon may read its own
+// DaemonSet, and nothing else, and only its ServiceAccount may.
+func TestOwnerRole(t *testing.T) {
+	r := render(t)
+	role, b := r.nsRoles[name], r.nsBindings[name]
+	if role == nil || b == nil {
+		t.Fatalf("no Role or RoleBinding %s", name)
+	}
+	want := []rbacv1.PolicyRule{{APIGroups: []string{"apps"}, Resources: []string{"daemonsets"}, ResourceNames: []string{daemonSet(t).Name}, Verbs: []string{"get"}}}
+	if role.Namespace != namespace || len(role.Rules) != 1 || !equalRule(role.Rules[0], want[0]) {
+		t.Errorf("Role %s/%s rules %+v, want %+v", role.Namespace, role.Name, role.Rules, want)
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}
+	wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: namespace}}
+	if b.Namespace != namespace || b.RoleRef != wantRef || !slices.Equal(b.Subjects, wantSubjects) {
+		t.Errorf("RoleBinding %s/%s: %+v %+v, want %+v %+v", b.Namespace, b.Name, b.RoleRef, b.Subjects, wantRef, wantSubjects)
+	}
+}
+
+func equalRule(a, b rbacv1.PolicyRule) bool {
+	return slices.Equal(a.APIGroups, b.APIGroups) && slices.Equal(a.Resources, b.Resources) &&
+		slices.Equal(a.ResourceNames, b.ResourceNames) && slices.Equal(a.Verbs, b.Verbs) && len(a.NonResourceURLs) == 0
+}
+
 func TestDaemonSetPod(t *testing.T) {
 	ds := daemonSet(t)
 	spec := ds.Spec.Template.Spec
@@ -210,6 +239,13 @@ func TestDaemonSetContainer(t *testing.T) {
 			e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
 	}) {
 		t.Errorf("env %+v lacks NODE_NAME from spec.nodeName", c.Env)
+	}
+	for env, field := range map[string]string{"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"} {
+		if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+			return e.Name == env && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == field
+		}) {
+			t.Errorf("env %+v lacks %s from %s: the daemon could not tell an uninstall from a restart", c.Env, env, field)
+		}
 	}
 	if sc := c.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged {
 		t.Errorf("container is not privileged")
@@ -399,12 +435,14 @@ func render(t *testing.T) *rendered {
 		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
 	}
 	r := &rendered{
-		crds:     map[string]*apiextensionsv1.CustomResourceDefinition{},
-		roles:    map[string]*rbacv1.ClusterRole{},
-		bindings: map[string]*rbacv1.ClusterRoleBinding{},
-		accounts: map[string]*corev1.ServiceAccount{},
-		daemons:  map[string]*appsv1.DaemonSet{},
-		labels:   map[string]map[string]string{},
+		crds:       map[string]*apiextensionsv1.CustomResourceDefinition{},
+		roles:      map[string]*rbacv1.ClusterRole{},
+		bindings:   map[string]*rbacv1.ClusterRoleBinding{},
+		nsRoles:    map[string]*rbacv1.Role{},
+		nsBindings: map[string]*rbacv1.RoleBinding{},
+		accounts:   map[string]*corev1.ServiceAccount{},
+		daemons:    map[string]*appsv1.DaemonSet{},
+		labels:     map[string]map[string]string{},
 	}
 	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
 	for {
@@ -446,6 +484,12 @@ func (r *rendered) add(t *testing.T, doc []byte) {
 	case "ClusterRoleBinding":
 		r.bindings[head.Name] = &rbacv1.ClusterRoleBinding{}
 		obj = r.bindings[head.Name]
+	case "Role":
+		r.nsRoles[head.Name] = &rbacv1.Role{}
+		obj = r.nsRoles[head.Name]
+	case "RoleBinding":
+		r.nsBindings[head.Name] = &rbacv1.RoleBinding{}
+		obj = r.nsBindings[head.Name]
 	case "ServiceAccount":
 		r.accounts[head.Name] = &corev1.ServiceAccount{}
 		obj = r.accounts[head.Name]

@@ -58,9 +58,15 @@ type Options struct {
 	// conflist is written; empty waits for nothing.
 	ReadinessIndicator string
 	// Resync is how often the conf dir is read again besides its watch.
-	Resync      time.Duration
-	MetricsAddr string
-	ProbeAddr   string
+	Resync time.Duration
+	// PodName and PodNamespace are the daemon's own pod ($POD_NAME,
+	// $POD_NAMESPACE): its DaemonSet, read when the daemon stops, tells
+	// an uninstall (the node conflist is removed) from a restart (it
+	// stays). Empty keeps the conflist always.
+	PodName      string
+	PodNamespace string
+	MetricsAddr  string
+	ProbeAddr    string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -100,6 +106,7 @@ type Daemon struct {
 	Node       *controllers.NodeConfig
 	Networks   *controllers.NetworkReconciler
 	NodeStatus *controllers.StatusReconciler
+	Owner      *controllers.Owner
 }
 
 // New builds the daemon. Start it with d.Manager.Start.
@@ -164,14 +171,16 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: mgr.GetEventRecorderFor("plexus"),
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
-	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus}
+	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName, Log: log.WithName("owner")}
+	node.Uninstalled = owner.Uninstalled
+	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	for _, r := range []manager.Runnable{status, server, node, manager.RunnableFunc(d.republish), manager.RunnableFunc(networks.Prune)} {
+	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(networks.Prune)} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}

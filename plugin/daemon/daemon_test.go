@@ -42,6 +42,9 @@ type M = plugintest.M
 
 const node = "node-a"
 
+// daemonNamespace is where the daemon's pod and DaemonSet are, as installed.
+const daemonNamespace = "kube-system"
+
 var shimOnce struct {
 	sync.Once
 	path string
@@ -284,6 +287,23 @@ func (f *fixture) shippedRBAC() *rest.Config {
 	f.create(&rbacv1.ClusterRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: "plexus"},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	})
+	// And the Role of config/rbac/owner_role.yaml, in the namespace the
+	// daemon's pod runs in (kustomize sets it in the real install).
+	data, err = os.ReadFile(filepath.Join(plugintest.RepoRoot(f.t), "config", "rbac", "owner_role.yaml"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	owner := &rbacv1.Role{}
+	if err := yaml.UnmarshalStrict(data, owner); err != nil {
+		f.t.Fatalf("config/rbac/owner_role.yaml: %v", err)
+	}
+	owner.ObjectMeta = metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace}
+	f.create(owner)
+	f.create(&rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: owner.Name},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 	})
 	u, err := f.env.ControlPlane.AddUser(envtest.User{Name: user}, nil)

@@ -1,0 +1,129 @@
+package daemon_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/plexus-cni/plexus/controllers"
+)
+
+// installDaemonSet creates a DaemonSet named plexus and a pod of it on the
+// node, as the DaemonSet controller would (envtest runs no controllers),
+// and returns the pod's name.
+func (f *fixture) installDaemonSet(podName string) string {
+	f.t.Helper()
+	labels := map[string]string{"app.kubernetes.io/name": "plexus"}
+	podSpec := corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "plexus", Image: "plexus:dev"}}}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: podSpec},
+		},
+	}
+	f.create(ds)
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: podName, Namespace: daemonNamespace, Labels: labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: ds.Name, UID: ds.UID, Controller: ptr.To(true)}}},
+		Spec: podSpec,
+	}
+	f.create(pod)
+	return pod.Name
+}
+
+// ownerKnown waits until the daemon has found its DaemonSet.
+func (f *fixture) ownerKnown() {
+	f.t.Helper()
+	f.eventually("the daemon to know its DaemonSet", func() bool {
+		_, why := f.daemon.Owner.Uninstalled(context.Background())
+		return why == "DaemonSet "+daemonNamespace+"/plexus is still installed"
+	})
+}
+
+func (f *fixture) conflist() string {
+	return filepath.Join(f.opts.CNIConfDir, controllers.ConfigFileName)
+}
+
+func (f *fixture) requireFile(path string, want bool) {
+	f.t.Helper()
+	_, err := os.Stat(path)
+	if got := err == nil; got != want {
+		f.t.Errorf("%s exists: %t, want %t (%v)", path, got, want, err)
+	}
+}
+
+// A restart (an upgrade's rolling update) keeps the node conflist, so no
+// pod started meanwhile silently misses its networks; an uninstall removes
+// it, so the default network serves the node's new pods again, and the
+// default network's own config is left as it was.
+func TestUninstallRemovesTheNodeConflistARestartKeepsIt(t *testing.T) {
+	f := newFixture(t, func(f *fixture) {
+		f.opts.PodName, f.opts.PodNamespace = "plexus-x7k2p", daemonNamespace
+	})
+	defaultConf := filepath.Join(f.opts.CNIConfDir, "10-default.conflist")
+	before, err := os.ReadFile(defaultConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.installDaemonSet(f.opts.PodName)
+	f.ownerKnown()
+
+	f.stopDaemon()
+	f.requireFile(f.conflist(), true)
+
+	f.startDaemon(f.daemonCfg)
+	f.ownerKnown()
+	if err := f.client.Delete(context.Background(), &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace}},
+		client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
+		t.Fatal(err)
+	}
+	f.stopDaemon()
+	f.requireFile(f.conflist(), false)
+	if after, err := os.ReadFile(defaultConf); err != nil || string(after) != string(before) {
+		t.Errorf("the default network's config changed: %v\n%s", err, after)
+	}
+}
+
+// An uninstall may delete the daemon's RBAC before its pod is stopped: the
+// API server then refuses the daemon, which counts as uninstalled.
+func TestUninstallIsToldByRevokedCredentials(t *testing.T) {
+	f := newFixture(t, func(f *fixture) {
+		f.opts.PodName, f.opts.PodNamespace = "plexus-q9r4d", daemonNamespace
+	})
+	f.installDaemonSet(f.opts.PodName)
+	f.ownerKnown()
+	ctx := context.Background()
+	for _, obj := range []client.Object{
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "plexus"}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace}},
+	} {
+		if err := f.client.Delete(ctx, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.eventually("the API server to refuse the daemon", func() bool {
+		gone, _ := f.daemon.Owner.Uninstalled(ctx)
+		return gone
+	})
+	f.stopDaemon()
+	f.requireFile(f.conflist(), false)
+}
+
+// Without its pod's name the daemon cannot tell, and keeps the conflist.
+func TestNoPodNameKeepsTheNodeConflist(t *testing.T) {
+	f := newFixture(t)
+	if gone, why := f.daemon.Owner.Uninstalled(context.Background()); gone {
+		t.Errorf("uninstalled without a pod name: %s", why)
+	}
+	f.stopDaemon()
+	f.requireFile(f.conflist(), true)
+}
