@@ -180,12 +180,12 @@ clean: ## Remove build outputs (keeps the .cache of long builds).
 
 CLUSTER_TOOL := $(BIN)/plexus-cluster
 # $(call cluster,SUBCOMMAND): the cluster tool with this repo's cached binaries.
-cluster = $(CLUSTER_TOOL) $(1) --k8s-bin $(K8S_BIN) --cni-bin $(CNI_BIN)
+cluster = $(CLUSTER_TOOL) $(1) --k8s-bin $(K8S_BIN) --cni-bin $(CNI_BIN) --helm $(HELM)
 KEEP_CLUSTER ?=
 E2E_FLAGS    ?=
 
 .PHONY: cluster-tool
-cluster-tool: ## Build the cluster tool (bin/plexus-cluster: up, down, status, kubeconfig, images, demo).
+cluster-tool: $(HELM) ## Build the cluster tool (bin/plexus-cluster: up, down, status, kubeconfig, images, demo).
 	go build -o $(CLUSTER_TOOL) ./e2e/cluster/cmd/cluster
 
 .PHONY: cluster-deps
@@ -200,7 +200,7 @@ images: cluster-tool ## Build the pause, busybox and plexus images as OCI archiv
 	$(call cluster,images)
 
 .PHONY: cluster-up
-cluster-up: cluster-deps cluster-tool ## Start a fresh cluster (tearing down a previous one), plexus installed from config/default.
+cluster-up: cluster-deps cluster-tool ## Start a fresh cluster (tearing down a previous one), plexus installed with its Helm chart.
 	$(call cluster,up)
 
 .PHONY: cluster-down
@@ -235,6 +235,7 @@ e2e: cluster-deps cluster-tool ## The ginkgo e2e suite on the cluster (reused if
 	$(call cluster,up) --reuse || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
 		PLEXUS_E2E_KUBECONFIG=$$($(call cluster,kubeconfig)) PLEXUS_E2E_KUBECTL=$(K8S_BIN)/kubectl \
+		PLEXUS_E2E_HELM=$(HELM) PLEXUS_E2E_HELM_VALUES=$$($(call cluster,values)) \
 			go test ./e2e/ -count=1 -timeout 30m -v -ginkgo.v $(E2E_FLAGS) || rc=$$?; \
 	fi; \
 	if [ "$(KEEP_CLUSTER)" != 1 ]; then $(call cluster,down) || rc=$$?; \

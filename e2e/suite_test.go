@@ -1,6 +1,6 @@
 // Package e2e is plexus's end-to-end suite: ginkgo specs against a real
 // single-node cluster (kubelet, containerd, the plexus DaemonSet installed
-// from config/default) that e2e/cluster starts on this machine. The specs
+// with its Helm chart) that e2e/cluster starts on this machine. The specs
 // run on the node itself, so besides the API they check the node's disk
 // and links for leaks.
 //

@@ -3,7 +3,7 @@
 // kube-controller-manager, kube-scheduler, containerd and kubelet, each a
 // process of its own started with setsid, with certificates, kubeconfigs
 // and images made here. plexus is installed into it the way users install
-// it (kubectl apply -k of config/default).
+// it (helm install of charts/plexus).
 //
 // Everything the cluster writes lives under the state dir, except what
 // kubelet, containerd and CNI insist on having at their usual places
@@ -74,7 +74,7 @@ var MacvlanMasters = []string{"plxe2e-m1", "plxe2e-m2"}
 
 // Config says where the cluster's inputs and state are.
 type Config struct {
-	// RepoDir is plexus's module root: config/default and the sources the
+	// RepoDir is plexus's module root: the chart and the sources the
 	// plexus image is built from.
 	RepoDir string
 	// StateDir holds certificates, kubeconfigs, logs, pids and the
@@ -89,6 +89,8 @@ type Config struct {
 	CNIPluginDir string
 	// ImageDir caches the image archives between runs.
 	ImageDir string
+	// HelmBin is the helm that installs plexus's chart (make helm).
+	HelmBin string
 	// Out gets progress lines.
 	Out io.Writer
 }

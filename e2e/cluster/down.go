@@ -107,11 +107,13 @@ func (c *Cluster) deletePods(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(c.plexusOverlay(), "kustomization.yaml")); err == nil {
-		if _, err := c.kubectl(ctx, "delete", "-k", c.plexusOverlay(), "--ignore-not-found", "--wait=false"); err != nil {
+	if out, err := c.Helm(ctx, "status", Release, "--namespace", PlexusNamespace); err == nil {
+		if _, err := c.Helm(ctx, "uninstall", Release, "--namespace", PlexusNamespace); err != nil {
 			return err
 		}
-		c.progress("plexus uninstalled: kubectl delete -k %s", c.plexusOverlay())
+		c.progress("plexus uninstalled: helm uninstall %s", Release)
+	} else if !strings.Contains(out, "not found") {
+		return err
 	}
 	return waitFor(ctx, "the plexus pod to go", 60*time.Second, func(ctx context.Context) error {
 		list, err := cs.CoreV1().Pods(PlexusNamespace).List(ctx, metav1.ListOptions{LabelSelector: PlexusSelector})

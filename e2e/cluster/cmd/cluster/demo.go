@@ -74,6 +74,18 @@ func demo(ctx context.Context, c *cluster.Cluster) error {
 	if err := c.NoteHostLocalNetworks("data", "backplane"); err != nil {
 		return err
 	}
+	step("plexus, installed with its Helm chart (helm %s):", strings.Join(c.HelmArgs(), " "))
+	out, err := c.Helm(ctx, "list", "--namespace", cluster.PlexusNamespace)
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	out, err = c.Kubectl(ctx, "", "get", "nodenetworkstatuses")
+	if err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+
 	step("a fresh namespace demo")
 	if _, err := c.Kubectl(ctx, "", "delete", "namespace", "demo", "--ignore-not-found", "--wait=true"); err != nil {
 		return err
@@ -87,7 +99,7 @@ func demo(ctx context.Context, c *cluster.Cluster) error {
 	if err := waitKubectl(ctx, c, 30*time.Second, "get", "serviceaccount", "default", "-n", "demo"); err != nil {
 		return err
 	}
-	out, err := c.Kubectl(ctx, demoManifests, "apply", "-f", "-")
+	out, err = c.Kubectl(ctx, demoManifests, "apply", "-f", "-")
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@
 //	cluster down           tear it down, also after a failed up
 //	cluster status         what runs
 //	cluster kubeconfig     print the admin kubeconfig's path
+//	cluster values         print the path of the values plexus was installed with
 //	cluster images         only build the image archives
 //	cluster demo           on a running cluster: a pod with three extra networks
 package main
@@ -40,9 +41,10 @@ func main() {
 	fs.StringVar(&cfg.K8sBinDir, "k8s-bin", "", "folder of kube-apiserver, kubelet, ..., kubectl and etcd (default .cache/k8s/VERSION/bin)")
 	fs.StringVar(&cfg.CNIPluginDir, "cni-bin", "", "folder of the statically linked reference CNI plugins (default .cache/cni/v1.9.1/bin, make cni-plugins)")
 	fs.StringVar(&cfg.ImageDir, "image-dir", filepath.Join(repo, ".cache", "images"), "where image archives are written")
+	fs.StringVar(&cfg.HelmBin, "helm", "", "the helm that installs plexus's chart (make helm)")
 	reuse := fs.Bool("reuse", false, "up: keep a healthy running cluster (re-importing a changed plexus image) instead of starting afresh")
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|kubeconfig|images|demo [flags]")
+		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|kubeconfig|values|images|demo [flags]")
 		fs.PrintDefaults()
 	}
 	if len(os.Args) < 2 {
@@ -79,6 +81,8 @@ func main() {
 		err = c.Status(ctx, os.Stdout)
 	case "kubeconfig":
 		fmt.Println(c.AdminKubeconfig())
+	case "values":
+		fmt.Println(c.ValuesFile())
 	case "images":
 		_, err = images.Build(ctx, repo, cfg.ImageDir, os.Stdout)
 	case "demo":
