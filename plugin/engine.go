@@ -16,6 +16,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
+	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/record"
 	"github.com/plexus-cni/plexus/plugin/shimapi"
 )
@@ -62,9 +63,15 @@ type Engine struct {
 	// DefaultNetwork names the default network's config; empty picks the
 	// first config in ConfDir that is not plexus's own.
 	DefaultNetwork string
-	Pods           Pods
-	Networks       Networks
-	Status         StatusPublisher
+	// DefaultFound, if set, returns the default network as the daemon last
+	// found it in ConfDir (its node config watches the dir, and the node
+	// conflist the runtime reads is written from the same network), or nil
+	// when it has none. ADD takes the default network from it and reads
+	// ConfDir only when it has nothing or the call names another network.
+	DefaultFound func() *netconf.Network
+	Pods         Pods
+	Networks     Networks
+	Status       StatusPublisher
 	// Devices finds the device plugin devices of a pod (kubelet's
 	// pod-resources API); nil when the node has none.
 	Devices Devices
@@ -74,6 +81,9 @@ type Engine struct {
 	GlobalNamespaces  []string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	// definitions keeps what the definitions ADD resolves parse to.
+	definitions netconf.Cache
 }
 
 func (e *Engine) now() time.Time {

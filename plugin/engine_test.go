@@ -23,6 +23,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/plexus-cni/plexus/plugin"
+	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -648,4 +649,116 @@ func TestIpvlanWhereTheKernelHasIt(t *testing.T) {
 	}
 	f.mustDo(f.req("DEL", "c1", netns, pod))
 	f.assertClean(netns, "c1", "iv")
+}
+
+// withDefaultNetwork is f.req with the defaultNetwork the node conflist
+// names, as the runtime passes it.
+func (f *fixture) withDefaultNetwork(r *plugin.Request, name string) *plugin.Request {
+	r.Config = []byte(plugintest.Conf(M{"cniVersion": f.version, "name": "plexus", "type": "plexus", "defaultNetwork": name}))
+	return r
+}
+
+// newBridge names a bridge that is deleted when the test ends.
+func newBridge(t testing.TB) string {
+	name := plugintest.Name("plxb")
+	plugintest.DeleteLinkOnCleanup(t, name)
+	return name
+}
+
+// eth0Addr is the one address of the pod's eth0.
+func eth0Addr(t *testing.T, netns ns.NetNS) string {
+	t.Helper()
+	eth0, ok := plugintest.LinkIn(t, netns, "eth0")
+	if !ok || len(eth0.Addrs) != 1 {
+		t.Fatalf("eth0 %+v (found %v), want one address", eth0, ok)
+	}
+	return eth0.Addrs[0]
+}
+
+func TestDefaultNetworkComesFromTheDaemonsNodeConfig(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	// Same name as the conf dir's defnet, another bridge and subnet: which
+	// one eth0 gets tells which was used.
+	found, err := netconf.Load([]byte(plugintest.BridgeList("defnet", "1.0.0", newBridge(t), "10.247.0.0/24", f.dataDir)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	var provided *netconf.Network
+	f.engine.DefaultFound = func() *netconf.Network { calls++; return provided }
+	netns := plugintest.NewNS(t)
+
+	// Nothing found yet: the conf dir is read.
+	f.mustDo(f.withDefaultNetwork(f.req("ADD", "c1", netns, nil), "defnet"))
+	if got := eth0Addr(t, netns); !strings.HasPrefix(got, "10.240.0.") {
+		t.Errorf("eth0 %s, want the conf dir's 10.240.0.x when the provider has nothing", got)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, nil))
+
+	// Found: it wins over the conf dir, which is then not read at all.
+	provided = found
+	if err := os.Rename(filepath.Join(f.confDir, "10-default.conflist"), filepath.Join(f.confDir, "10-default.conflist.off")); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"defnet", ""} {
+		f.mustDo(f.withDefaultNetwork(f.req("ADD", "c1", netns, nil), name))
+		if got := eth0Addr(t, netns); !strings.HasPrefix(got, "10.247.0.") {
+			t.Errorf("defaultNetwork %q: eth0 %s, want the provided network's 10.247.0.x", name, got)
+		}
+		f.mustDo(f.req("DEL", "c1", netns, nil))
+	}
+	if calls != 3 {
+		t.Errorf("provider asked %d times, want once per ADD (3)", calls)
+	}
+	f.assertClean(netns, "c1")
+}
+
+func TestDefaultNetworkOverridesStillReadTheConfDir(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.writeConf("20-other.conflist", plugintest.BridgeList("other", "1.0.0", newBridge(t), "10.248.0.0/24", f.dataDir))
+	own, err := netconf.Load([]byte(plugintest.Conf(M{"cniVersion": "1.0.0", "name": "defnet", "type": "plexus"})), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defnet, err := netconf.LoadFile(filepath.Join(f.confDir, "10-default.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	netns := plugintest.NewNS(t)
+	for _, tt := range []struct {
+		what, name string
+		provided   *netconf.Network
+		want       string
+	}{
+		// The runtime's conflist names another network than the one found
+		// (a node conflist written before the default network changed).
+		{"another name", "other", defnet, "10.248.0."},
+		// A provider that hands back plexus itself is never delegated to.
+		{"plexus itself", "", own, "10.240.0."},
+	} {
+		f.engine.DefaultFound = func() *netconf.Network { return tt.provided }
+		f.mustDo(f.withDefaultNetwork(f.req("ADD", "c1", netns, nil), tt.name))
+		if got := eth0Addr(t, netns); !strings.HasPrefix(got, tt.want) {
+			t.Errorf("%s: eth0 %s, want %sx from the conf dir", tt.what, got, tt.want)
+		}
+		f.mustDo(f.req("DEL", "c1", netns, nil))
+	}
+	f.assertClean(netns, "c1", "other")
+}
+
+// Definitions are parsed once and kept by content: a changed definition
+// must still reach the next ADD.
+func TestAChangedDefinitionReachesTheNextAdd(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
+	netns := plugintest.NewNS(t)
+	for _, subnet := range []string{"10.243.0.", "10.244.0.", "10.243.0."} {
+		f.addNAD("team", "hl-net", f.hostLocalNet(subnet+"0/24"))
+		f.mustDo(f.req("ADD", "c1", netns, pod))
+		if net1, ok := plugintest.LinkIn(t, netns, "net1"); !ok || len(net1.Addrs) != 1 || !strings.HasPrefix(net1.Addrs[0], subnet) {
+			t.Errorf("net1 %+v (present %v), want %sx", net1, ok, subnet)
+		}
+		f.mustDo(f.req("DEL", "c1", netns, pod))
+	}
+	f.assertClean(netns, "c1", "hl-net")
 }

@@ -128,11 +128,28 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 	if name == "" {
 		name = e.DefaultNetwork
 	}
-	n, _, err := netconf.FindDefault(e.ConfDir, name, IsOwnConfig)
-	if err != nil {
-		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("default network: %v", err), "")
+	n := e.foundDefault(name)
+	if n == nil {
+		var err error
+		if n, _, err = netconf.FindDefault(e.ConfDir, name, IsOwnConfig); err != nil {
+			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("default network: %v", err), "")
+		}
 	}
 	return &record.Attachment{Network: n.List.Name, Default: true, IfName: ifname, Config: n.List.Bytes}, nil
+}
+
+// foundDefault is the DefaultFound network when it is the one asked for
+// (name, or any when name is empty): the network a scan of ConfDir would
+// find, without reading ConfDir. nil means scan.
+func (e *Engine) foundDefault(name string) *netconf.Network {
+	if e.DefaultFound == nil {
+		return nil
+	}
+	n := e.DefaultFound()
+	if n == nil || (name != "" && n.List.Name != name) || IsOwnConfig("", n) {
+		return nil
+	}
+	return n
 }
 
 // IsOwnConfig tells plexus's own conflist from the networks it delegates
@@ -160,7 +177,7 @@ func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedN
 	if nad.Spec.Config == "" {
 		n, _, err = netconf.FindFile(e.ConfDir, nad.Name, IsOwnConfig)
 	} else {
-		n, err = netconf.Load([]byte(nad.Spec.Config), nad.Name)
+		n, err = e.definitions.Load([]byte(nad.Spec.Config), nad.Name)
 	}
 	if err != nil {
 		return nil, "", planError(pod, "network %s: spec.config: %v", key, err)

@@ -32,6 +32,7 @@ import (
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/cniserver"
 	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/netstore"
 	"github.com/plexus-cni/plexus/plugin/record"
 	"github.com/plexus-cni/plexus/plugin/shimapi"
@@ -173,6 +174,9 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName, Log: log.WithName("owner")}
 	node.Uninstalled = owner.Uninstalled
+	// ADD takes the default network the node config found (it watches the
+	// conf dir) rather than reading every file of the conf dir.
+	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
 	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err

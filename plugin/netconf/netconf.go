@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/version"
@@ -220,4 +221,65 @@ func FindDefault(dir, name string, isExcluded func(path string, n *Network) bool
 		}
 	}
 	return nil, "", fmt.Errorf("no default network: no loadable CNI config in %s", dir)
+}
+
+// Cache remembers what Load made of a definition, by its bytes, so that a
+// definition an ADD resolves again (the node store's rendered conflists,
+// the same few for most pods) is parsed once. Networks it returns are
+// shared: callers must not change them. Its zero value holds up to
+// DefaultCacheSize networks.
+type Cache struct {
+	// Size bounds the networks held; 0 means DefaultCacheSize.
+	Size int
+
+	mu sync.Mutex
+	m  map[string]cached
+}
+
+// DefaultCacheSize is more definitions than a node's pods typically use,
+// and a few hundred KiB at most.
+const DefaultCacheSize = 256
+
+type cached struct {
+	fallbackName string
+	n            *Network
+}
+
+// Load is Load(data, fallbackName), from the cache when it has loaded the
+// same bytes with the same fallback name before. Errors are not kept.
+func (c *Cache) Load(data []byte, fallbackName string) (*Network, error) {
+	c.mu.Lock()
+	hit, ok := c.m[string(data)]
+	c.mu.Unlock()
+	if ok && hit.fallbackName == fallbackName {
+		return hit.n, nil
+	}
+	n, err := Load(data, fallbackName)
+	if err != nil {
+		return nil, err
+	}
+	size := c.Size
+	if size <= 0 {
+		size = DefaultCacheSize
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cached{}
+	}
+	if _, replacing := c.m[string(data)]; !replacing && len(c.m) >= size {
+		for k := range c.m { // any one: a miss costs one Load
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[string(data)] = cached{fallbackName: fallbackName, n: n}
+	return n, nil
+}
+
+// Len is the number of networks held.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }

@@ -599,3 +599,48 @@ func TestFindMissingDir(t *testing.T) {
 		t.Error("FindDefault in a missing dir succeeded")
 	}
 }
+
+func TestCacheParsesEachDefinitionOnce(t *testing.T) {
+	c := &netconf.Cache{Size: 2}
+	named := []byte(`{"cniVersion":"1.0.0","name":"a","type":"macvlan","master":"eth0"}`)
+	first, err := c.Load(named, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := netconf.Load(named, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first.List.Bytes) != string(direct.List.Bytes) || first.List.Name != "a" {
+		t.Errorf("cached load %s, want Load's %s", first.List.Bytes, direct.List.Bytes)
+	}
+	// The same bytes again, in another slice: the same network, not parsed again.
+	again, err := c.Load(append([]byte(nil), named...), "x")
+	if err != nil || again != first {
+		t.Errorf("second load %p (%v), want the first's %p", again, err, first)
+	}
+
+	// The fallback name is part of what was loaded.
+	unnamed := []byte(`{"cniVersion":"1.0.0","type":"macvlan","master":"eth0"}`)
+	for _, name := range []string{"b", "c", "b"} {
+		n, err := c.Load(unnamed, name)
+		if err != nil || n.List.Name != name {
+			t.Fatalf("unnamed with fallback %q: %+v, %v", name, n, err)
+		}
+	}
+	// Errors are returned every time and not kept; the size is a bound.
+	for i := 0; i < 2; i++ {
+		if _, err := c.Load([]byte(`{"name":"bad"}`), "x"); err == nil {
+			t.Fatal("a config without type or plugins loaded")
+		}
+	}
+	if _, err := c.Load([]byte(`{"cniVersion":"1.0.0","name":"d","type":"bridge"}`), ""); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 2 {
+		t.Errorf("cache holds %d networks, want its size 2", c.Len())
+	}
+	if n, err := c.Load(named, "x"); err != nil || n.List.Name != "a" {
+		t.Errorf("after evictions: %+v, %v", n, err)
+	}
+}
