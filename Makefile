@@ -148,7 +148,14 @@ bench-build: build ## Build the benchmark program (bin/plexus-bench) and the bin
 bench: bench-build cni-plugins envtest-assets ## Benchmarks (not part of test): overhead over the bare delegates, API requests, burst, daemon memory -> bench/results.json (docs/benchmarks.md).
 	$(BENCH_RUN) --out $(BENCH_OUT)/results.json $(BENCH_FLAGS)
 	@echo; echo "==> Go benchmarks of the core's pure functions (allocations per call)"
-	go test -run '^$$' -bench . -skip 'ThreeNetworks' -benchmem ./plugin/...
+	@$(MAKE) --no-print-directory bench-go
+
+# BENCH_GO_FLAGS passes options to go test, e.g. BENCH_GO_FLAGS='-count 5'.
+BENCH_GO_FLAGS ?=
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks of the core's pure functions (ADD's plan, network-status, selections), -benchmem; part of bench.
+	go test -run '^$$' -bench . -skip 'ThreeNetworks' -benchmem $(BENCH_GO_FLAGS) ./plugin/...
 
 .PHONY: bench-profile
 bench-profile: bench-build cni-plugins envtest-assets ## CPU profile of the daemon serving ADDs (bench/add.cpu.pprof), printed with pprof -top.
