@@ -56,6 +56,19 @@ func macvlanNAD(ctx context.Context, ns, name, master, subnet, extra string) str
 	return network
 }
 
+// podOnOneNetwork makes a namespace with one macvlan definition, net, on
+// master with host-local addresses from subnet, and a Running pod asking
+// for it; it returns the namespace, the CNI network's name and the pod.
+func podOnOneNetwork(ctx context.Context, net, master, subnet, podName string) (string, string, *corev1.Pod) {
+	ns := newNamespace(ctx)
+	network := netName(ns, net)
+	removeHostLocalDirs(network)
+	macvlanNAD(ctx, ns, net, master, subnet, "")
+	pod := busyboxPod(ns, podName, net)
+	Expect(k8s.Create(ctx, pod)).To(Succeed())
+	return ns, network, waitRunning(ctx, pod)
+}
+
 // networkStatus waits for pod's network-status annotation and returns it.
 func networkStatus(ctx context.Context, pod *corev1.Pod) []nadv1.NetworkStatus {
 	var status []nadv1.NetworkStatus

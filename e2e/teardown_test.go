@@ -26,13 +26,7 @@ import (
 
 var _ = Describe("a definition deleted while its pod runs", func() {
 	It("leaves no address and no record once the pod is deleted", func(ctx SpecContext) {
-		ns := newNamespace(ctx)
-		network := netName(ns, "doomed")
-		removeHostLocalDirs(network)
-		macvlanNAD(ctx, ns, "doomed", cluster.MacvlanMasters[0], "10.120.0.0/24", "")
-		pod := busyboxPod(ns, "orphan", "doomed")
-		Expect(k8s.Create(ctx, pod)).To(Succeed())
-		pod = waitRunning(ctx, pod)
+		ns, network, pod := podOnOneNetwork(ctx, "doomed", cluster.MacvlanMasters[0], "10.120.0.0/24", "orphan")
 		uid := string(pod.UID)
 		Expect(heldAddresses(network)).To(HaveLen(1))
 		Expect(recordsOf(uid)).To(HaveLen(1))

@@ -476,26 +476,19 @@ func (r *rendered) add(t *testing.T, doc []byte) {
 	var obj any
 	switch head.Kind {
 	case "CustomResourceDefinition":
-		r.crds[head.Name] = &apiextensionsv1.CustomResourceDefinition{}
-		obj = r.crds[head.Name]
+		obj = put(r.crds, head.Name)
 	case "ClusterRole":
-		r.roles[head.Name] = &rbacv1.ClusterRole{}
-		obj = r.roles[head.Name]
+		obj = put(r.roles, head.Name)
 	case "ClusterRoleBinding":
-		r.bindings[head.Name] = &rbacv1.ClusterRoleBinding{}
-		obj = r.bindings[head.Name]
+		obj = put(r.bindings, head.Name)
 	case "Role":
-		r.nsRoles[head.Name] = &rbacv1.Role{}
-		obj = r.nsRoles[head.Name]
+		obj = put(r.nsRoles, head.Name)
 	case "RoleBinding":
-		r.nsBindings[head.Name] = &rbacv1.RoleBinding{}
-		obj = r.nsBindings[head.Name]
+		obj = put(r.nsBindings, head.Name)
 	case "ServiceAccount":
-		r.accounts[head.Name] = &corev1.ServiceAccount{}
-		obj = r.accounts[head.Name]
+		obj = put(r.accounts, head.Name)
 	case "DaemonSet":
-		r.daemons[head.Name] = &appsv1.DaemonSet{}
-		obj = r.daemons[head.Name]
+		obj = put(r.daemons, head.Name)
 	default:
 		return // TestObjects reports it
 	}
@@ -527,3 +520,10 @@ func kubectl(t *testing.T, root string) string {
 
 // repoRoot is the module root.
 func repoRoot(t *testing.T) string { return plugintest.RepoRoot(t) }
+
+// put makes a new object for name in m, for the decoder to fill.
+func put[T any](m map[string]*T, name string) *T {
+	v := new(T)
+	m[name] = v
+	return v
+}
