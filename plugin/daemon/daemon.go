@@ -66,8 +66,11 @@ type Options struct {
 	// stays). Empty keeps the conflist always.
 	PodName      string
 	PodNamespace string
-	MetricsAddr  string
-	ProbeAddr    string
+	// SweepEvery is how often records of sandboxes that are gone without
+	// a DEL are looked for (see Daemon.Sweep); 0 looks at start only.
+	SweepEvery  time.Duration
+	MetricsAddr string
+	ProbeAddr   string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -82,6 +85,7 @@ func Defaults() Options {
 		OperationTimeout:   2 * time.Minute,
 		PodResourcesSocket: kube.DefaultPodResourcesSocket,
 		Resync:             30 * time.Second,
+		SweepEvery:         10 * time.Minute,
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
 	}
@@ -108,6 +112,8 @@ type Daemon struct {
 	Networks   *controllers.NetworkReconciler
 	NodeStatus *controllers.StatusReconciler
 	Owner      *controllers.Owner
+
+	sweepEvery time.Duration
 }
 
 // New builds the daemon. Start it with d.Manager.Start.
@@ -177,14 +183,15 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
-	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner}
+	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
+		sweepEvery: o.SweepEvery}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(networks.Prune)} {
+	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(d.sweepLoop), manager.RunnableFunc(networks.Prune)} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}
