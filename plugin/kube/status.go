@@ -19,9 +19,10 @@ import (
 )
 
 // StatusWriter writes pods' network-status annotations off the CNI path:
-// ADD hands it the status and returns; a few workers patch, one merge
-// patch per pod touching only that annotation, retried with backoff while
-// the API server is away, and dropped when the pod or its sandbox is gone.
+// ADD hands it the status and returns; Delay later a few workers patch,
+// one merge patch per pod touching only that annotation, retried with
+// backoff while the API server is away, and dropped when the pod or its
+// sandbox is gone.
 // The latest status of a pod wins: a burst of ADDs for one pod costs one
 // patch.
 type StatusWriter struct {
@@ -31,12 +32,22 @@ type StatusWriter struct {
 	// Written, if set, is called after each successful patch with the
 	// time since the status was published (a benchmark figure).
 	Written func(pod record.PodRef, latency time.Duration)
+	// Delay is how long after Publish a status is patched: 0 means
+	// DefaultStatusDelay, a negative value no delay.
+	Delay time.Duration
 
 	once    sync.Once
 	queue   workqueue.TypedRateLimitingInterface[k8stypes.NamespacedName]
 	mu      sync.Mutex
 	pending map[k8stypes.NamespacedName]*pendingStatus
 }
+
+// DefaultStatusDelay lets the ADD that published a status return to the
+// runtime before the patch (JSON, TLS, the API server's answer) competes
+// with it for the node's CPUs: 1.2 ms p50 of ADD overhead on a 2-core node
+// (docs/benchmarks.md, run 6). A DEL within the delay retracts the status
+// before any patch.
+const DefaultStatusDelay = 20 * time.Millisecond
 
 type pendingStatus struct {
 	ref         record.PodRef
@@ -66,7 +77,14 @@ func (w *StatusWriter) Publish(ref record.PodRef, containerID string, status []n
 	w.mu.Lock()
 	w.pending[key] = &pendingStatus{ref: ref, containerID: containerID, value: string(data), published: time.Now()}
 	w.mu.Unlock()
-	w.queue.Add(key)
+	switch {
+	case w.Delay < 0:
+		w.queue.Add(key)
+	case w.Delay == 0:
+		w.queue.AddAfter(key, DefaultStatusDelay)
+	default:
+		w.queue.AddAfter(key, w.Delay)
+	}
 }
 
 // Pending counts the statuses not written yet.
