@@ -38,6 +38,8 @@ func main() {
 		"the plexus CNI binary to install into the CNI bin dir; empty installs nothing")
 	flag.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
 		"a file (written by the default network) that must exist before plexus's conflist is written")
+	flag.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix,
+		"where the node's root is mounted in this container; NodeNetworkStatus and Events show paths without it")
 	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")

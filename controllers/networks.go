@@ -44,14 +44,16 @@ const recheck = time.Minute
 // dir) and renders the valid ones into the node's store, from which ADD
 // resolves them. An invalid one gets an Event saying why, from this node.
 type NetworkReconciler struct {
-	Reader   client.Reader
-	Store    *netstore.Store
-	ConfDir  string
-	BinDir   string
-	NodeName string
-	Recorder record.EventRecorder
-	OnChange func()
-	Log      logr.Logger
+	Reader  client.Reader
+	Store   *netstore.Store
+	ConfDir string
+	BinDir  string
+	// HostPaths shows paths in Events as the node sees them.
+	HostPaths HostPaths
+	NodeName  string
+	Recorder  record.EventRecorder
+	OnChange  func()
+	Log       logr.Logger
 
 	mu       sync.Mutex
 	rendered map[k8stypes.NamespacedName]bool
@@ -92,7 +94,7 @@ func (r *NetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 			return ctrl.Result{}, err
 		}
 		if r.setRejected(req.NamespacedName, problem, missing) {
-			r.Recorder.Eventf(nad, corev1.EventTypeWarning, problem.Reason, "node %s: %s", r.NodeName, problem.Message)
+			r.Recorder.Eventf(nad, corev1.EventTypeWarning, problem.Reason, "node %s: %s", r.NodeName, r.HostPaths.Show(problem.Message))
 		}
 		return result, nil
 	}
@@ -106,7 +108,7 @@ func (r *NetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	if r.setRendered(req.NamespacedName, warnings) && wrote && warnings != nil {
-		r.Recorder.Eventf(nad, corev1.EventTypeWarning, warnings.Reason, "node %s: %s", r.NodeName, warnings.Message)
+		r.Recorder.Eventf(nad, corev1.EventTypeWarning, warnings.Reason, "node %s: %s", r.NodeName, r.HostPaths.Show(warnings.Message))
 	}
 	return result, nil
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -42,7 +43,9 @@ type StatusReconciler struct {
 	Records  *record.Store
 	// Serving reports whether the CNI server answers calls.
 	Serving func() error
-	Log     logr.Logger
+	// HostPaths shows the paths in the status as the node sees them.
+	HostPaths HostPaths
+	Log       logr.Logger
 
 	trigger chan event.GenericEvent
 }
@@ -158,5 +161,37 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 		set(v1alpha1.ConditionReady, true, "Ready", "serving CNI calls")
 	} else {
 		set(v1alpha1.ConditionReady, false, "NotReady", ready.Error())
+	}
+	r.HostPaths.status(st)
+}
+
+// HostPaths is where the node's root is mounted in the daemon's container
+// ("/host" in the chart and config/default); empty when the daemon runs on
+// the node itself. Paths the daemon reports (in NodeNetworkStatus and
+// Events) are shown as the node sees them, so that an operator can look
+// them up there.
+type HostPaths string
+
+// Show rewrites every path under the mount in s to the node's path.
+func (h HostPaths) Show(s string) string {
+	if h == "" || h == "/" {
+		return s
+	}
+	return strings.ReplaceAll(s, strings.TrimSuffix(string(h), "/")+"/", "/")
+}
+
+// status rewrites the paths of a status.
+func (h HostPaths) status(st *v1alpha1.NodeNetworkStatusStatus) {
+	if st.DefaultNetwork != nil {
+		st.DefaultNetwork.File = h.Show(st.DefaultNetwork.File)
+	}
+	st.ConfigFile = h.Show(st.ConfigFile)
+	for _, list := range [][]v1alpha1.NetworkProblem{st.Rejected, st.Warnings} {
+		for i := range list {
+			list[i].Message = h.Show(list[i].Message)
+		}
+	}
+	for i := range st.Conditions {
+		st.Conditions[i].Message = h.Show(st.Conditions[i].Message)
 	}
 }

@@ -31,6 +31,12 @@ var _ = Describe("the node", func() {
 		}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
 		Expect(nns.Status.DefaultNetwork).NotTo(BeNil())
 		Expect(nns.Status.DefaultNetwork.Name).To(Equal(cluster.DefaultNetwork))
+		// Paths as the node sees them, not as the daemon's container does.
+		Expect(nns.Status.DefaultNetwork.File).To(Equal(cluster.DefaultConflist))
+		Expect(nns.Status.ConfigFile).To(Equal(cluster.PlexusConflist))
+		shim := meta.FindStatusCondition(nns.Status.Conditions, "ShimInstalled")
+		Expect(shim).NotTo(BeNil())
+		Expect(shim.Message).To(Equal(cluster.CNIBinDir + "/plexus"))
 	})
 })
 

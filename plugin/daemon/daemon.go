@@ -66,6 +66,10 @@ type Options struct {
 	// stays). Empty keeps the conflist always.
 	PodName      string
 	PodNamespace string
+	// HostPrefix is where the node's root is mounted in the daemon's
+	// container; paths in NodeNetworkStatus and Events are shown without
+	// it, as the node sees them.
+	HostPrefix string
 	// SweepEvery is how often records of sandboxes that are gone without
 	// a DEL are looked for (see Daemon.Sweep); 0 looks at start only.
 	SweepEvery  time.Duration
@@ -178,6 +182,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: mgr.GetEventRecorderFor("plexus"),
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
+	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
+	networks.HostPaths = controllers.HostPaths(o.HostPrefix)
 	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName, Log: log.WithName("owner")}
 	node.Uninstalled = owner.Uninstalled
 	// ADD takes the default network the node config found (it watches the
