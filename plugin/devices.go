@@ -2,10 +2,12 @@ package plugin
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
 	"github.com/containernetworking/cni/pkg/types"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 )
 
@@ -81,4 +83,25 @@ func (p *devicePool) load(ctx context.Context, key k8stypes.NamespacedName, reso
 // the pod.
 func withDeviceID(config []byte, deviceID string) ([]byte, error) {
 	return editPlugins(config, func(plugin map[string]interface{}) { plugin["deviceID"] = deviceID })
+}
+
+// devicePluginInfo is the device-info the device plugin of resource wrote
+// for the device (the NPWG device-info file under
+// /var/run/k8s.cni.cncf.io/devinfo/dp), for the pod's network-status; nil
+// when the attachment has no device or the plugin wrote none. A file that
+// cannot be read as device-info is left out rather than failing the pod:
+// it describes the device, it does not configure it.
+func devicePluginInfo(resource, deviceID string) json.RawMessage {
+	if resource == "" || deviceID == "" {
+		return nil
+	}
+	info, err := nadutils.LoadDeviceInfoFromDP(resource, deviceID)
+	if err != nil || info == nil {
+		return nil
+	}
+	data, err := json.Marshal(info)
+	if err != nil {
+		return nil
+	}
+	return data
 }

@@ -17,6 +17,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
@@ -533,12 +534,38 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 	f.nets.nads[k8stypes.NamespacedName{Namespace: "team", Name: "vf-net"}].Annotations =
 		map[string]string{plugin.ResourceNameAnnotation: "example.com/vf"}
 
+	// The device plugin describes its first device in an NPWG device-info
+	// file, on the node's real path, as a device plugin would.
+	devInfo := &nadv1.DeviceInfo{Type: nadv1.DeviceInfoTypePCI, Version: nadv1.DeviceInfoVersion,
+		Pci: &nadv1.PciDevice{PciAddress: "0000:01:00.2", PfPciAddress: "0000:01:00.0"}}
+	_ = nadutils.CleanDeviceInfoForDP("example.com/vf", "0000:01:00.2")
+	if err := nadutils.SaveDeviceInfoForDP("example.com/vf", "0000:01:00.2", devInfo); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nadutils.CleanDeviceInfoForDP("example.com/vf", "0000:01:00.2") })
+
 	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net"})
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
 	rec, err := f.engine.Store.Load("c1")
 	if err != nil {
 		t.Fatal(err)
+	}
+	status, err := plugin.NetworkStatus(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range status {
+		switch s.Interface {
+		case "net1":
+			if s.DeviceInfo == nil || s.DeviceInfo.Pci == nil || *s.DeviceInfo.Pci != *devInfo.Pci || s.DeviceInfo.Type != "pci" {
+				t.Errorf("net1 device-info %+v, want the device plugin's %+v", s.DeviceInfo, devInfo)
+			}
+		default:
+			if s.DeviceInfo != nil {
+				t.Errorf("%s has device-info %+v, but its device has no device-info file", s.Interface, s.DeviceInfo)
+			}
+		}
 	}
 	for i, want := range []string{"0000:01:00.2", "0000:01:00.3"} {
 		a := rec.Attachments[i+1]

@@ -262,6 +262,7 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 		Args:           args,
 		CapabilityArgs: capArgs,
 		DefaultRoute:   sel.DefaultRoute,
+		DeviceInfo:     devicePluginInfo(resource, deviceID),
 	}
 	if sel.DefaultRoute != nil && att.DefaultRoute == nil {
 		att.DefaultRoute = []string{}

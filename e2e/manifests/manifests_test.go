@@ -294,6 +294,8 @@ func TestDaemonSetHostPaths(t *testing.T) {
 		"/var/lib/cni":                   {path: "/var/lib/cni"},
 		"/var/run/netns":                 {path: "/var/run/netns", propagation: corev1.MountPropagationHostToContainer},
 		"/var/lib/kubelet/pod-resources": {path: "/var/lib/kubelet/pod-resources", readOnly: true},
+		// NPWG device-info files of device plugins.
+		"/var/run/k8s.cni.cncf.io/devinfo": {path: "/var/run/k8s.cni.cncf.io/devinfo", readOnly: true},
 	}
 	for host, w := range want {
 		if g, ok := got[host]; !ok {
