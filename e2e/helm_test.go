@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -65,6 +67,9 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 	})
 
 	It("upgrades with a changed value: the daemon rolls, running pods keep their networks, new pods attach", func(ctx SpecContext) {
+		// Registered first, so it runs once the namespace's pods are gone.
+		const dataDir = "/var/lib/plexus-e2e-data"
+		DeferCleanup(func() { Expect(os.RemoveAll(dataDir)).To(Succeed()) })
 		ns := newNamespace(ctx)
 		mv1, mv2 := netName(ns, "mv1"), netName(ns, "mv2")
 		removeHostLocalDirs(mv1, mv2)
@@ -81,8 +86,15 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Expect(addrsBefore).To(HaveKey("net2"))
 		oldDaemon := daemonPod(ctx)
 
+		// A network whose IPAM keeps its state outside /var/lib/cni: only
+		// the upgrade's extraHostPaths puts it on the node.
+		outside := netName(ns, "outside")
+		createNAD(ctx, ns, "outside", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "macvlan",
+			"master": %q, "mode": "bridge", "ipam": {"type": "host-local", "subnet": "10.116.0.0/24", "dataDir": %q}}`,
+			outside, cluster.MacvlanMasters[0], dataDir))
+
 		start := time.Now()
-		install(ctx, "--set", "logLevel=debug")
+		install(ctx, "--set", "logLevel=debug", "--set", "extraHostPaths[0]="+dataDir)
 		rolledOut(ctx)
 		newDaemon := waitNewDaemon(ctx, oldDaemon.UID)
 		AddReportEntry("helm upgrade to the new daemon Ready", time.Since(start).Round(100*time.Millisecond).String())
@@ -106,14 +118,24 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Expect(podAddresses(podExec(ctx, before, "ip", "-o", "-4", "addr"))).To(Equal(addrsBefore))
 		Expect(networkStatus(ctx, before)).To(Equal(statusBefore))
 
-		// And the new daemon attaches new pods.
-		after := busyboxPod(ns, "after", "mv1,mv2")
+		// And the new daemon attaches new pods, with the mounted directory.
+		after := busyboxPod(ns, "after", "mv1,mv2,outside")
 		Expect(k8s.Create(ctx, after)).To(Succeed())
-		waitRunning(ctx, after)
+		after = waitRunning(ctx, after)
 		status := networkStatus(ctx, after)
-		Expect(status).To(HaveLen(3))
+		Expect(status).To(HaveLen(4))
 		Expect(statusByInterface(status, "net1").Name).To(Equal(ns + "/mv1"))
 		Expect(statusByInterface(status, "net2").Name).To(Equal(ns + "/mv2"))
+		Expect(statusByInterface(status, "net3").Name).To(Equal(ns + "/outside"))
+		Expect(statusByInterface(status, "net3").IPs).To(HaveLen(1))
+		held, err := os.ReadFile(filepath.Join(dataDir, outside, statusByInterface(status, "net3").IPs[0]))
+		Expect(err).NotTo(HaveOccurred(), "host-local's allocation is not on the node")
+		sandboxes := map[string]bool{}
+		sandboxIDs(string(after.UID), sandboxes)
+		Expect(sandboxes).To(HaveLen(1))
+		for id := range sandboxes {
+			Expect(string(held)).To(And(HavePrefix(id), HaveSuffix("net3")), "allocation file %q", held)
+		}
 	})
 
 	It("uninstalls: the node conflist goes, the default network serves new pods, nothing leaks", func(ctx SpecContext) {

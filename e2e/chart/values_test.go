@@ -96,7 +96,10 @@ func TestCustomValues(t *testing.T) {
 		"/etc/kubernetes/cni/net.d": {path: "/host/etc/kubernetes/cni/net.d"},
 		"/usr/libexec/cni":          {path: "/host/usr/libexec/cni"},
 		"/var/lib/plexus-custom":    {path: "/var/lib/plexus-custom"},
-		"/run/flannel":              {path: "/run/flannel", readOnly: true},
+		// extraHostPaths: at their own paths; /run/flannel, the readiness
+		// indicator's directory too, is mounted once, writable.
+		"/run/flannel":    {path: "/run/flannel"},
+		"/var/lib/calico": {path: "/var/lib/calico", readOnly: true},
 	} {
 		if mounts[host] != want {
 			t.Errorf("host path %s mounted as %+v, want %+v", host, mounts[host], want)
@@ -296,7 +299,12 @@ func hostMounts(t *testing.T, ds *appsv1.DaemonSet) map[string]mount {
 		}
 	}
 	out := map[string]mount{}
+	seen := map[string]bool{}
 	for _, vm := range container(t, ds).VolumeMounts {
+		if seen[vm.MountPath] {
+			t.Errorf("%s mounted twice: kubelet refuses such a pod", vm.MountPath)
+		}
+		seen[vm.MountPath] = true
 		if host, ok := hostPaths[vm.Name]; ok {
 			out[host] = mount{path: vm.MountPath, readOnly: vm.ReadOnly}
 		}
