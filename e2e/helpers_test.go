@@ -145,6 +145,20 @@ func allRecords() []string {
 	return files
 }
 
+// orphanResults lists results files (beside a record, one per sandbox)
+// whose record is gone: a teardown that removed half of what it held.
+func orphanResults() []string {
+	files, err := filepath.Glob(filepath.Join(cluster.PlexusRecordsDir, "*.results"))
+	Expect(err).NotTo(HaveOccurred())
+	var orphans []string
+	for _, f := range files {
+		if _, err := os.Stat(strings.TrimSuffix(f, ".results") + ".json"); os.IsNotExist(err) {
+			orphans = append(orphans, f)
+		}
+	}
+	return orphans
+}
+
 // heldBy lists host-local allocations, in every network, whose file names
 // one of the container (sandbox) ids; host-local writes the id and the
 // ifname into each address's file.

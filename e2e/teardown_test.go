@@ -86,6 +86,7 @@ func expectNoLeaks(ctx context.Context, networks []string, defaultBefore, record
 		g.Expect(heldAddresses(networks...)).To(BeEmpty(), "host-local allocations left in the spec's networks")
 		g.Expect(heldAddresses(cluster.DefaultNetwork)).To(ConsistOf(defaultBefore), "default network allocations")
 		g.Expect(allRecords()).To(ConsistOf(recordsBefore), "records in %s", cluster.PlexusRecordsDir)
+		g.Expect(orphanResults()).To(BeEmpty(), "results files without their record")
 		g.Expect(nodeLinks()).To(ConsistOf(linksBefore), "links on the node")
 	}).WithContext(ctx).WithTimeout(45 * time.Second).WithPolling(time.Second).Should(Succeed())
 }

@@ -514,8 +514,10 @@ func (n *Node) Leftovers(sandboxes []*Sandbox) ([]string, error) {
 	var left []string
 	addrs, _ := filepath.Glob(filepath.Join(n.ipamDir, "*", "[0-9]*"))
 	left = append(left, addrs...)
-	recs, _ := filepath.Glob(filepath.Join(n.Daemon.Node.StateDir, "records", "*.json"))
-	left = append(left, recs...)
+	for _, pattern := range []string{"*.json", "*.results"} {
+		recs, _ := filepath.Glob(filepath.Join(n.Daemon.Node.StateDir, "records", pattern))
+		left = append(left, recs...)
+	}
 	for _, sb := range sandboxes {
 		err := sb.NetNS.Do(func(ns.NetNS) error {
 			links, err := netlink.LinkList()

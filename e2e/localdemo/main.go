@@ -206,6 +206,8 @@ runtime here: the demo execs the shim with the CNI environment a runtime sets.`)
 	}
 	left, _ := filepath.Glob(filepath.Join(ipamDir, "*", "[0-9]*"))
 	records, _ := filepath.Glob(filepath.Join(o.StateDir, "records", "*.json"))
+	results, _ := filepath.Glob(filepath.Join(o.StateDir, "records", "*.results"))
+	records = append(records, results...)
 	fmt.Printf("    host-local allocations left: %d, attachment records left: %d\n", len(left), len(records))
 	if len(left)+len(records) > 0 {
 		return fmt.Errorf("leaked: %v %v", left, records)

@@ -165,6 +165,10 @@ func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, co
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
+	if errors.Is(err, record.ErrPartial) {
+		// Cut short before any delegate ran: nothing to undo.
+		return store.Remove(containerID)
+	}
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}

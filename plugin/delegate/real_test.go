@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -206,5 +208,25 @@ func TestTeardownNothing(t *testing.T) {
 	cni := libcni.NewCNIConfigWithCacheDir(nil, t.TempDir(), nil)
 	if err := delegate.Teardown(context.Background(), cni, "c1", "", nil); err != nil {
 		t.Errorf("Teardown of no attachments: %v", err)
+	}
+}
+
+// A record cut short while ADD was saving it names no delegate that ran:
+// DEL removes it and succeeds, instead of failing the runtime's DEL
+// forever.
+func TestTeardownOfAPartialRecord(t *testing.T) {
+	store, err := record.NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(store.Dir, "c1.json"), []byte(`{"version":1,"containerID":"c1","attachm`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cni := libcni.NewCNIConfigWithCacheDir(nil, t.TempDir(), nil)
+	if err := delegate.DelSandbox(context.Background(), cni, store, "c1", ""); err != nil {
+		t.Fatalf("DEL of a partial record: %v", err)
+	}
+	if _, err := store.Load("c1"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the partial record is still there: %v", err)
 	}
 }

@@ -101,17 +101,23 @@ func NewStore(dir string) (*Store, error) {
 
 func (s *Store) path(id string) string { return filepath.Join(s.Dir, id+".json") }
 
-// Save writes r atomically and durably: a reader sees the old record or the
-// new one, never a part, and a crash after Save returns keeps the new one.
-func (s *Store) Save(r *Record) error { return s.write(r, true) }
+func (s *Store) resultsPath(id string) string { return filepath.Join(s.Dir, id+".results") }
 
-// Update rewrites a record that Save already made durable, atomically but
-// without waiting for the directory to reach the disk: a crash right after
-// may bring back the previous version (which DEL can use just as well),
-// never a broken one. It saves an ADD a directory sync.
-func (s *Store) Update(r *Record) error { return s.write(r, false) }
+// ErrPartial marks a record file that is not whole: the daemon or the node
+// died while Save was writing it, before any delegate ran (Save returns
+// only once the file is on disk, and ADD runs no delegate before that).
+// There is nothing to undo for it.
+var ErrPartial = errors.New("record only partly written (no delegate ran)")
 
-func (s *Store) write(r *Record, durable bool) error {
+// Save writes a new record durably, with a single fsync: ADD waits for it
+// before the first delegate, so its cost is on every pod's start. A record
+// for the id that already exists is replaced atomically (and durably)
+// instead. A new record is written in place, not renamed into place, so
+// one fsync of the file also makes its directory entry durable (as Linux
+// file systems do for a newly created file); a crash before that fsync
+// returns leaves a file that Load reports as ErrPartial, and no delegate
+// has run.
+func (s *Store) Save(r *Record) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
@@ -120,14 +126,69 @@ func (s *Store) write(r *Record, durable bool) error {
 	if err != nil {
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
-	if err := writeFile(s.path(r.ContainerID), data, 0o600, durable); err != nil {
+	_ = os.Remove(s.resultsPath(r.ContainerID)) // results of an earlier record
+	f, err := os.OpenFile(s.path(r.ContainerID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		err = writeFile(s.path(r.ContainerID), data, 0o600, true)
+		if err != nil {
+			return fmt.Errorf("record %s: %w", r.ContainerID, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(s.path(r.ContainerID))
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
 	return nil
 }
 
-// Load reads the record of a container; the error wraps os.ErrNotExist when
-// there is none.
+// results is what Update writes beside a record: each attachment's result
+// and device-info, by position.
+type results struct {
+	ContainerID string          `json:"containerID"`
+	Results     []resultOfIndex `json:"results"`
+}
+
+type resultOfIndex struct {
+	Result     json.RawMessage `json:"result,omitempty"`
+	DeviceInfo json.RawMessage `json:"deviceInfo,omitempty"`
+}
+
+// Update records the delegates' results of a saved record. They go to a
+// file of their own, replaced atomically but not synced: the record Save
+// made durable stays as it is, and is all DEL needs; a crash may lose the
+// results (Load then returns the record without them), never the record.
+func (s *Store) Update(r *Record) error {
+	if err := CheckContainerID(r.ContainerID); err != nil {
+		return err
+	}
+	out := results{ContainerID: r.ContainerID, Results: make([]resultOfIndex, len(r.Attachments))}
+	for i := range r.Attachments {
+		out.Results[i] = resultOfIndex{Result: r.Attachments[i].Result, DeviceInfo: r.Attachments[i].DeviceInfo}
+	}
+	data, err := json.Marshal(&out)
+	if err != nil {
+		return fmt.Errorf("record %s: results: %w", r.ContainerID, err)
+	}
+	if err := replaceUnsynced(s.resultsPath(r.ContainerID), data, 0o600); err != nil {
+		return fmt.Errorf("record %s: results: %w", r.ContainerID, err)
+	}
+	return nil
+}
+
+// Load reads the record of a container, with the results Update wrote;
+// the error wraps os.ErrNotExist when there is none, and ErrPartial when
+// Save was cut short.
 func (s *Store) Load(id string) (*Record, error) {
 	if err := CheckContainerID(id); err != nil {
 		return nil, err
@@ -138,12 +199,37 @@ func (s *Store) Load(id string) (*Record, error) {
 	}
 	r := &Record{}
 	if err := json.Unmarshal(data, r); err != nil {
+		if !json.Valid(data) {
+			return nil, fmt.Errorf("record %s: %w: %v", id, ErrPartial, err)
+		}
 		return nil, fmt.Errorf("record %s: corrupt: %w", id, err)
 	}
 	if r.Version > FormatVersion {
 		return nil, fmt.Errorf("record %s: format %d is newer than this plexus (%d)", id, r.Version, FormatVersion)
 	}
+	s.loadResults(r)
 	return r, nil
+}
+
+// loadResults fills in the results Update wrote, if they are there, whole
+// and for this record; otherwise the record stays as Save wrote it.
+func (s *Store) loadResults(r *Record) {
+	data, err := os.ReadFile(s.resultsPath(r.ContainerID))
+	if err != nil {
+		return
+	}
+	var res results
+	if json.Unmarshal(data, &res) != nil || res.ContainerID != r.ContainerID || len(res.Results) != len(r.Attachments) {
+		return
+	}
+	for i, ri := range res.Results {
+		if len(ri.Result) > 0 {
+			r.Attachments[i].Result = ri.Result
+		}
+		if len(ri.DeviceInfo) > 0 {
+			r.Attachments[i].DeviceInfo = ri.DeviceInfo
+		}
+	}
 }
 
 // Remove deletes a record; a missing one is not an error. The removal is
@@ -152,6 +238,9 @@ func (s *Store) Load(id string) (*Record, error) {
 func (s *Store) Remove(id string) error {
 	if err := CheckContainerID(id); err != nil {
 		return err
+	}
+	if err := os.Remove(s.resultsPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("record %s: results: %w", id, err)
 	}
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: %w", id, err)
@@ -232,7 +321,18 @@ func WriteFileAtomicFrom(path string, r io.Reader, perm os.FileMode) error {
 	return writeFrom(path, r, perm, true)
 }
 
+// replaceUnsynced replaces path through a temporary file and a rename,
+// without any fsync: readers see the old content or the new, and a crash
+// may leave either, or (on some file systems) an empty file.
+func replaceUnsynced(path string, data []byte, perm os.FileMode) error {
+	return write(path, bytes.NewReader(data), perm, false, false)
+}
+
 func writeFrom(path string, r io.Reader, perm os.FileMode, durable bool) error {
+	return write(path, r, perm, true, durable)
+}
+
+func write(path string, r io.Reader, perm os.FileMode, syncFile, syncDirectory bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -247,9 +347,11 @@ func writeFrom(path string, r io.Reader, perm os.FileMode, durable bool) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
+	if syncFile {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return err
@@ -257,7 +359,7 @@ func writeFrom(path string, r io.Reader, perm os.FileMode, durable bool) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	if !durable {
+	if !syncDirectory {
 		return nil
 	}
 	return syncDir(dir)

@@ -200,8 +200,8 @@ func TestLoadBadFile(t *testing.T) {
 		content string
 		wantErr string // "" for success
 	}{
-		{"not JSON", `{"version":1,"containerID":`, "corrupt"},
-		{"empty", ``, "corrupt"},
+		{"cut short", `{"version":1,"containerID":`, "partly written"},
+		{"empty", ``, "partly written"},
 		{"wrong type", `{"version":"one"}`, "corrupt"},
 		{"newer format", `{"version":2,"containerID":"c1","attachments":[]}`, "newer"},
 		{"current format", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
@@ -358,7 +358,9 @@ func TestSaveIsAtomic(t *testing.T) {
 		}
 		r, err := s.Load(id)
 		if err != nil {
-			if errors.Is(err, os.ErrNotExist) && !everSaved {
+			// Until the first Save returns, the new file may be missing
+			// or still being written.
+			if (errors.Is(err, os.ErrNotExist) || errors.Is(err, record.ErrPartial)) && !everSaved {
 				continue
 			}
 			t.Fatalf("Load after %d loads: %v", loads, err)
@@ -377,5 +379,134 @@ func TestSaveIsAtomic(t *testing.T) {
 	t.Logf("%d loads: %d A, %d B", loads, sawA, sawB)
 	if loads == 0 {
 		t.Error("no load overlapped the saves")
+	}
+}
+
+// planned is fullRecord as ADD saves it: no delegate has run yet.
+func planned(id string) *record.Record {
+	r := fullRecord(id)
+	for i := range r.Attachments {
+		r.Attachments[i].Result, r.Attachments[i].DeviceInfo = nil, nil
+	}
+	return r
+}
+
+// Update leaves the record Save made durable as it is, byte for byte, and
+// puts the results beside it; Load joins them; Remove removes both.
+func TestUpdateWritesResultsBesideTheRecord(t *testing.T) {
+	s := newStore(t)
+	r := planned(hexID)
+	if err := s.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	recordFile := filepath.Join(s.Dir, hexID+".json")
+	before, err := os.ReadFile(recordFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := fullRecord(hexID)
+	if err := s.Update(full); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.ReadFile(recordFile)
+	if err != nil || !bytes.Equal(before, after) {
+		t.Errorf("Update rewrote the record (%v):\n%s\n%s", err, before, after)
+	}
+	got, err := s.Load(hexID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range full.Attachments {
+		if string(got.Attachments[i].Result) != string(full.Attachments[i].Result) ||
+			string(got.Attachments[i].DeviceInfo) != string(full.Attachments[i].DeviceInfo) {
+			t.Errorf("attachment %d: result %s, device-info %s; want %s, %s", i,
+				got.Attachments[i].Result, got.Attachments[i].DeviceInfo, full.Attachments[i].Result, full.Attachments[i].DeviceInfo)
+		}
+	}
+	if ids, _ := s.IDs(); !reflect.DeepEqual(ids, []string{hexID}) {
+		t.Errorf("IDs = %q: the results file counts as a record", ids)
+	}
+	if err := s.Remove(hexID); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(s.Dir)
+	for _, e := range entries {
+		if e.Name() != "locks" {
+			t.Errorf("%s left after Remove", e.Name())
+		}
+	}
+}
+
+// Results a crash lost or cut short, or that belong to another record,
+// leave the record as Save wrote it: DEL needs nothing more.
+func TestLostResultsLeaveTheRecord(t *testing.T) {
+	for name, results := range map[string]string{
+		"cut short":        `{"containerID":"` + hexID + `","results":[{"res`,
+		"empty":            ``,
+		"another record":   `{"containerID":"other","results":[{},{},{}]}`,
+		"another plan":     `{"containerID":"` + hexID + `","results":[{}]}`,
+		"no results saved": "-",
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := newStore(t)
+			if err := s.Save(planned(hexID)); err != nil {
+				t.Fatal(err)
+			}
+			if results != "-" {
+				if err := os.WriteFile(filepath.Join(s.Dir, hexID+".results"), []byte(results), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := s.Load(hexID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := planned(hexID)
+			want.Version = record.FormatVersion
+			if !reflect.DeepEqual(got, want) {
+				t.Errorf("Load = %+v, want the record as saved %+v", got, want)
+			}
+		})
+	}
+}
+
+// A record of the format before results had a file of their own keeps
+// its results in the record itself.
+func TestResultsInTheRecordStillLoad(t *testing.T) {
+	s := newStore(t)
+	data, err := json.Marshal(fullRecord(hexID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, hexID+".json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(hexID)
+	if err != nil || !got.Attachments[0].Added() || !got.Attachments[1].Added() || got.Attachments[2].Added() {
+		t.Fatalf("Load = %+v, %v", got, err)
+	}
+}
+
+// A new record cut short by a crash is reported as partial, not as a
+// missing one, nor as merely corrupt.
+func TestPartialRecord(t *testing.T) {
+	s := newStore(t)
+	data, err := json.Marshal(planned(hexID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, hexID+".json"), data[:len(data)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Load(hexID)
+	if !errors.Is(err, record.ErrPartial) || errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of half a record: %v, want ErrPartial", err)
+	}
+	// Save over it replaces it whole.
+	if err := s.Save(planned(hexID)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Load(hexID); err != nil {
+		t.Errorf("Load after Save over a partial record: %v", err)
 	}
 }
