@@ -199,13 +199,19 @@ func sandboxIDs(uid string, into map[string]bool) {
 	}
 }
 
-// nodeLinks lists the node's links by name, less the harness's own and
-// the default network's bridge, which come and go with the cluster.
+// nodeLinks lists the node's links by name and type, less the default
+// network's bridge, which appears with the node's first pod on that
+// network and stays as long as the cluster.
 func nodeLinks() []string {
 	links, err := netlink.LinkList()
 	Expect(err).NotTo(HaveOccurred())
 	var out []string
 	for _, l := range links {
+		// The default network's bridge appears with the node's first pod
+		// on it, which may be a spec's own, and stays.
+		if l.Attrs().Name == cluster.DefaultBridge {
+			continue
+		}
 		out = append(out, l.Attrs().Name+" "+l.Type())
 	}
 	sort.Strings(out)
