@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,9 +27,11 @@ import (
 // The daemon's pod names its DaemonSet in its owner references; Owner
 // reads them once at start. At stop the daemon was uninstalled when that
 // DaemonSet is gone, is being deleted, is another one by that name (its
-// UID differs), or when the API server no longer accepts the daemon's
-// credentials (an uninstall deletes its ServiceAccount and RBAC too, and
-// may do so before the pod is told to stop). Anything else, the API
+// UID differs), no longer selects this node by its nodeSelector (the
+// node's labels or the selector changed), or when the API server no
+// longer accepts the daemon's credentials (an uninstall deletes its
+// ServiceAccount and RBAC too, and may do so before the pod is told to
+// stop). Anything else, the API
 // server unreachable included, counts as a restart: keeping the conflist
 // is the safe mistake, since the next daemon serves it.
 type Owner struct {
@@ -37,7 +40,9 @@ type Owner struct {
 	Reader       client.Reader
 	PodNamespace string
 	PodName      string
-	Log          logr.Logger
+	// NodeName is this node, checked against the DaemonSet's nodeSelector.
+	NodeName string
+	Log      logr.Logger
 
 	mu    sync.Mutex
 	owner *metav1.OwnerReference
@@ -97,6 +102,13 @@ func (o *Owner) Uninstalled(ctx context.Context) (bool, string) {
 		return true, fmt.Sprintf("DaemonSet %s was replaced (uid %s, this pod's is %s)", name, ds.UID, ref.UID)
 	case ds.DeletionTimestamp != nil:
 		return true, fmt.Sprintf("DaemonSet %s is being deleted", name)
+	}
+	if sel := ds.Spec.Template.Spec.NodeSelector; len(sel) > 0 && o.NodeName != "" {
+		node := &corev1.Node{}
+		if err := o.Reader.Get(ctx, types.NamespacedName{Name: o.NodeName}, node); err == nil &&
+			!labels.SelectorFromSet(sel).Matches(labels.Set(node.Labels)) {
+			return true, fmt.Sprintf("node %s no longer matches DaemonSet %s's nodeSelector %v", o.NodeName, name, sel)
+		}
 	}
 	return false, fmt.Sprintf("DaemonSet %s is still installed", name)
 }

@@ -184,7 +184,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
 	networks.HostPaths = controllers.HostPaths(o.HostPrefix)
-	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName, Log: log.WithName("owner")}
+	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName,
+		NodeName: o.NodeName, Log: log.WithName("owner")}
 	node.Uninstalled = owner.Uninstalled
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.

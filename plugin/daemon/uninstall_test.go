@@ -19,10 +19,10 @@ import (
 // installDaemonSet creates a DaemonSet named plexus and a pod of it on the
 // node, as the DaemonSet controller would (envtest runs no controllers),
 // and returns the pod's name.
-func (f *fixture) installDaemonSet(podName string) string {
+func (f *fixture) installDaemonSet(podName string, nodeSelector map[string]string) string {
 	f.t.Helper()
 	labels := map[string]string{"app.kubernetes.io/name": "plexus"}
-	podSpec := corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "plexus", Image: "plexus:dev"}}}
+	podSpec := corev1.PodSpec{NodeName: node, NodeSelector: nodeSelector, Containers: []corev1.Container{{Name: "plexus", Image: "plexus:dev"}}}
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace},
 		Spec: appsv1.DaemonSetSpec{
@@ -74,7 +74,7 @@ func TestUninstallRemovesTheNodeConflistARestartKeepsIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.installDaemonSet(f.opts.PodName)
+	f.installDaemonSet(f.opts.PodName, nil)
 	f.ownerKnown()
 
 	f.stopDaemon()
@@ -99,7 +99,7 @@ func TestUninstallIsToldByRevokedCredentials(t *testing.T) {
 	f := newFixture(t, func(f *fixture) {
 		f.opts.PodName, f.opts.PodNamespace = "plexus-q9r4d", daemonNamespace
 	})
-	f.installDaemonSet(f.opts.PodName)
+	f.installDaemonSet(f.opts.PodName, nil)
 	f.ownerKnown()
 	ctx := context.Background()
 	for _, obj := range []client.Object{
@@ -114,6 +114,37 @@ func TestUninstallIsToldByRevokedCredentials(t *testing.T) {
 		gone, _ := f.daemon.Owner.Uninstalled(ctx)
 		return gone
 	})
+	f.stopDaemon()
+	f.requireFile(f.conflist(), false)
+}
+
+// A node relabelled out of the DaemonSet's nodeSelector loses its daemon
+// for good: its conflist goes with it. While it still matches, a stop is a
+// restart.
+func TestNodeOutOfTheNodeSelectorRemovesTheNodeConflist(t *testing.T) {
+	f := newFixture(t, func(f *fixture) {
+		f.opts.PodName, f.opts.PodNamespace = "plexus-n5m8w", daemonNamespace
+	})
+	ctx := context.Background()
+	label := func(value string) {
+		n := &corev1.Node{}
+		if err := f.client.Get(ctx, client.ObjectKey{Name: node}, n); err != nil {
+			t.Fatal(err)
+		}
+		n.Labels = map[string]string{"plexus.cni.dev/enabled": value}
+		if err := f.client.Update(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	label("true")
+	f.installDaemonSet(f.opts.PodName, map[string]string{"plexus.cni.dev/enabled": "true"})
+	f.ownerKnown()
+	f.stopDaemon()
+	f.requireFile(f.conflist(), true)
+
+	f.startDaemon(f.daemonCfg)
+	f.ownerKnown()
+	label("false")
 	f.stopDaemon()
 	f.requireFile(f.conflist(), false)
 }
