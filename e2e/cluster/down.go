@@ -125,33 +125,58 @@ func (c *Cluster) deletePods(ctx context.Context) error {
 }
 
 // removeContainers kills and removes whatever containers kubelet left
-// (after a failed run, or when the API server was already down). A task or
-// container that vanished meanwhile is not an error.
+// (after a failed run, or when the API server was already down). What
+// counts is the outcome: a task or container that vanished meanwhile, or
+// whose shim closed under the call ("ttrpc: closed"), is gone all the same,
+// so each pass lists again and only what is still there after a few
+// passes is an error.
 func (c *Cluster) removeContainers(ctx context.Context) error {
-	var errs []error
-	tasks, err := c.ctr(ctx, "tasks", "ls", "-q")
+	if err := c.removeAllOf(ctx, "tasks", "rm", "-f"); err != nil {
+		return err
+	}
+	n, err := c.countOf(ctx, "containers")
 	if err != nil {
 		return err
 	}
-	for _, id := range strings.Fields(tasks) {
-		if _, err := c.ctr(ctx, "tasks", "rm", "-f", id); err != nil && !strings.Contains(err.Error(), "not found") {
-			errs = append(errs, err)
+	if err := c.removeAllOf(ctx, "containers", "rm"); err != nil {
+		return err
+	}
+	if n > 0 {
+		c.progress("removed %d container(s) kubelet left", n)
+	}
+	return nil
+}
+
+// removeAllOf runs `ctr <kind> <rm...> <id>` for every listed id until
+// none is listed, up to five passes.
+func (c *Cluster) removeAllOf(ctx context.Context, kind string, rm ...string) error {
+	var last []error
+	for pass := 0; pass < 5; pass++ {
+		out, err := c.ctr(ctx, kind, "ls", "-q")
+		if err != nil {
+			return err
 		}
-	}
-	ctrs, err := c.ctr(ctx, "containers", "ls", "-q")
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	ids := strings.Fields(ctrs)
-	for _, id := range ids {
-		if _, err := c.ctr(ctx, "containers", "rm", id); err != nil && !strings.Contains(err.Error(), "not found") {
-			errs = append(errs, err)
+		ids := strings.Fields(out)
+		if len(ids) == 0 {
+			return nil
 		}
+		last = nil
+		for _, id := range ids {
+			if _, err := c.ctr(ctx, append(append([]string{kind}, rm...), id)...); err != nil {
+				last = append(last, err)
+			}
+		}
+		time.Sleep(time.Duration(pass+1) * 200 * time.Millisecond)
 	}
-	if len(ids) > 0 {
-		c.progress("removed %d container(s) kubelet left", len(ids))
+	if len(last) == 0 {
+		return fmt.Errorf("%s still listed after five passes of ctr %s %s", kind, kind, strings.Join(rm, " "))
 	}
-	return errors.Join(errs...)
+	return fmt.Errorf("%s still there after five passes: %w", kind, errors.Join(last...))
+}
+
+func (c *Cluster) countOf(ctx context.Context, kind string) (int, error) {
+	out, err := c.ctr(ctx, kind, "ls", "-q")
+	return len(strings.Fields(out)), err
 }
 
 // killShims ends containerd-shim-runc-v2 processes of the cluster's
