@@ -33,7 +33,7 @@ func TestSameObjectsAsConfig(t *testing.T) {
 			continue // the files are compared byte for byte
 		}
 		if o.Labels["app.kubernetes.io/name"] != "plexus" || o.Labels["app.kubernetes.io/instance"] != release {
-			t.Errorf("%s: labels %v lack app.kubernetes.io/name=plexus, instance=%s", o.key(), o.Labels, release)
+			t.Errorf("%s: labels %v lack app.kubernetes.io/name=plexus, instance=%s", o.Key(), o.Labels, release)
 		}
 	}
 }

@@ -8,23 +8,16 @@
 package chart_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -37,13 +30,7 @@ const (
 )
 
 // object is one rendered document.
-type object struct {
-	Kind, Namespace, Name string
-	Labels                map[string]string
-	doc                   []byte
-}
-
-func (o object) key() string { return o.Kind + " " + o.Namespace + "/" + o.Name }
+type object = plugintest.Doc
 
 // objects is what one rendering produced, in order.
 type objects []object
@@ -54,8 +41,8 @@ func (objs objects) decode(t *testing.T, kind, ns, name string, out any) bool {
 	t.Helper()
 	for _, o := range objs {
 		if o.Kind == kind && o.Namespace == ns && o.Name == name {
-			if err := yaml.UnmarshalStrict(o.doc, out); err != nil {
-				t.Fatalf("%s: %v", o.key(), err)
+			if err := yaml.UnmarshalStrict(o.Raw, out); err != nil {
+				t.Fatalf("%s: %v", o.Key(), err)
 			}
 			return true
 		}
@@ -84,42 +71,14 @@ func (objs objects) ofKind(kind string) objects {
 func (objs objects) keys() []string {
 	var out []string
 	for _, o := range objs {
-		out = append(out, o.key())
+		out = append(out, o.Key())
 	}
 	sort.Strings(out)
 	return out
 }
 
 // parse splits a multi-document YAML stream into objects.
-func parse(t *testing.T, out []byte) objects {
-	t.Helper()
-	var objs objects
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return objs
-		}
-		if err != nil {
-			t.Fatalf("reading rendered YAML: %v", err)
-		}
-		var head struct {
-			metav1.TypeMeta   `json:",inline"`
-			metav1.ObjectMeta `json:"metadata"`
-		}
-		if err := yaml.Unmarshal(doc, &head); err != nil {
-			t.Fatalf("decoding a rendered object: %v\n%s", err, doc)
-		}
-		if head.Kind == "" {
-			continue // only comments
-		}
-		o := object{Kind: head.Kind, Namespace: head.Namespace, Name: head.Name, Labels: head.Labels, doc: doc}
-		if slices.Contains(objs.keys(), o.key()) {
-			t.Errorf("%s rendered twice", o.key())
-		}
-		objs = append(objs, o)
-	}
-}
+func parse(t *testing.T, out []byte) objects { return plugintest.SplitYAML(t, out) }
 
 // template runs `helm template` on the chart with extra arguments
 // (--values, --set, --include-crds) and returns what it printed.
@@ -149,19 +108,7 @@ func helmRun(t *testing.T, args ...string) ([]byte, error) {
 }
 
 // kustomize renders config/default as `kubectl apply -k` would apply it.
-func kustomize(t *testing.T) objects {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, kubectl(t), "kustomize", filepath.Join(repoRoot(t), "config", "default"))
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
-	}
-	return parse(t, out)
-}
+func kustomize(t *testing.T) objects { return parse(t, plugintest.Kustomize(t)) }
 
 // helmVersionLine is the Makefile's pin of helm, the one place it is set.
 var helmVersionLine = regexp.MustCompile(`(?m)^HELM_VERSION\s*:=\s*(\S+)\s*$`)
@@ -182,37 +129,8 @@ func helm(t *testing.T) string {
 		t.Fatal("no HELM_VERSION := line in the Makefile")
 	}
 	h := filepath.Join(root, ".cache", "bin", "helm-"+string(m[1]), "helm")
-	requireFile(t, h, "helm", "make helm", "HELM")
+	plugintest.RequireFile(t, h, "run `make helm`, or set HELM")
 	return h
-}
-
-// kubectl is $KUBECTL, or the one `make envtest-assets` builds.
-func kubectl(t *testing.T) string {
-	t.Helper()
-	if k := os.Getenv("KUBECTL"); k != "" {
-		return k
-	}
-	root := repoRoot(t)
-	out, err := exec.Command(filepath.Join(root, "hack", "build-k8s.sh"), "--print-version").Output()
-	if err != nil {
-		t.Fatalf("hack/build-k8s.sh --print-version: %v", err)
-	}
-	k := filepath.Join(root, ".cache", "k8s", strings.TrimSpace(string(out)), "bin", "kubectl")
-	requireFile(t, k, "kubectl", "make envtest-assets", "KUBECTL")
-	return k
-}
-
-// requireFile skips the test when a tool is missing, or fails it when
-// PLEXUS_REQUIRE_REAL is set.
-func requireFile(t *testing.T, path, tool, target, env string) {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		msg := tool + " not found at " + path + " (run `" + target + "`, or set " + env + ")"
-		if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 }
 
 func chartPath(t *testing.T) string { return filepath.Join(repoRoot(t), chartDir) }

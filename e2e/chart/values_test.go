@@ -249,7 +249,7 @@ func checkConsistent(t *testing.T, objs objects) {
 	objs.mustDecode(t, "DaemonSet", ds[0].Namespace, ds[0].Name, &d)
 	objs.mustDecode(t, "ClusterRoleBinding", "", binding[0].Name, &b)
 	if d.Spec.Template.Spec.ServiceAccountName != sa[0].Name || sa[0].Namespace != d.Namespace {
-		t.Errorf("DaemonSet %s runs as %q, the ServiceAccount is %s", d.Name, d.Spec.Template.Spec.ServiceAccountName, sa[0].key())
+		t.Errorf("DaemonSet %s runs as %q, the ServiceAccount is %s", d.Name, d.Spec.Template.Spec.ServiceAccountName, sa[0].Key())
 	}
 	wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: sa[0].Name, Namespace: sa[0].Namespace}}
 	if !slices.Equal(b.Subjects, wantSubjects) || b.RoleRef != (rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role[0].Name}) {

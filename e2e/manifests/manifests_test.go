@@ -6,20 +6,13 @@
 package manifests_test
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -27,7 +20,6 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -426,16 +418,6 @@ func container(t *testing.T, ds *appsv1.DaemonSet) *corev1.Container {
 // strictly, so a misspelt field in the YAML fails here.
 func render(t *testing.T) *rendered {
 	t.Helper()
-	root := repoRoot(t)
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, kubectl(t, root), "kustomize", filepath.Join(root, "config", "default"))
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
-	}
 	r := &rendered{
 		crds:       map[string]*apiextensionsv1.CustomResourceDefinition{},
 		roles:      map[string]*rbacv1.ClusterRole{},
@@ -446,78 +428,37 @@ func render(t *testing.T) *rendered {
 		daemons:    map[string]*appsv1.DaemonSet{},
 		labels:     map[string]map[string]string{},
 	}
-	reader := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
-	for {
-		doc, err := reader.Read()
-		if errors.Is(err, io.EOF) {
-			return r
-		}
-		if err != nil {
-			t.Fatalf("reading kustomize output: %v", err)
-		}
-		if len(bytes.TrimSpace(doc)) > 0 {
-			r.add(t, doc)
-		}
+	for _, doc := range plugintest.SplitYAML(t, plugintest.Kustomize(t)) {
+		r.add(t, doc)
 	}
+	return r
 }
 
-func (r *rendered) add(t *testing.T, doc []byte) {
+func (r *rendered) add(t *testing.T, doc plugintest.Doc) {
 	t.Helper()
-	var head struct {
-		metav1.TypeMeta   `json:",inline"`
-		metav1.ObjectMeta `json:"metadata"`
-	}
-	if err := yaml.Unmarshal(doc, &head); err != nil {
-		t.Fatalf("decoding an object: %v", err)
-	}
-	key := head.Kind + " " + head.Namespace + "/" + head.Name
-	if _, dup := r.labels[key]; dup {
-		t.Errorf("%s rendered twice", key)
-	}
-	r.labels[key] = head.Labels
+	r.labels[doc.Key()] = doc.Labels
 	var obj any
-	switch head.Kind {
+	switch doc.Kind {
 	case "CustomResourceDefinition":
-		obj = put(r.crds, head.Name)
+		obj = put(r.crds, doc.Name)
 	case "ClusterRole":
-		obj = put(r.roles, head.Name)
+		obj = put(r.roles, doc.Name)
 	case "ClusterRoleBinding":
-		obj = put(r.bindings, head.Name)
+		obj = put(r.bindings, doc.Name)
 	case "Role":
-		obj = put(r.nsRoles, head.Name)
+		obj = put(r.nsRoles, doc.Name)
 	case "RoleBinding":
-		obj = put(r.nsBindings, head.Name)
+		obj = put(r.nsBindings, doc.Name)
 	case "ServiceAccount":
-		obj = put(r.accounts, head.Name)
+		obj = put(r.accounts, doc.Name)
 	case "DaemonSet":
-		obj = put(r.daemons, head.Name)
+		obj = put(r.daemons, doc.Name)
 	default:
 		return // TestObjects reports it
 	}
-	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-		t.Errorf("%s: %v", key, err)
+	if err := yaml.UnmarshalStrict(doc.Raw, obj); err != nil {
+		t.Errorf("%s: %v", doc.Key(), err)
 	}
-}
-
-// kubectl is $KUBECTL, or the one `make envtest-assets` builds.
-func kubectl(t *testing.T, root string) string {
-	t.Helper()
-	if k := os.Getenv("KUBECTL"); k != "" {
-		return k
-	}
-	out, err := exec.Command(filepath.Join(root, "hack", "build-k8s.sh"), "--print-version").Output()
-	if err != nil {
-		t.Fatalf("hack/build-k8s.sh --print-version: %v", err)
-	}
-	k := filepath.Join(root, ".cache", "k8s", strings.TrimSpace(string(out)), "bin", "kubectl")
-	if _, err := os.Stat(k); err != nil {
-		msg := "kubectl not found at " + k + " (run `make envtest-assets`, or set KUBECTL)"
-		if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return k
 }
 
 // repoRoot is the module root.
