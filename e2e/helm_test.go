@@ -84,7 +84,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		addrsBefore := podAddresses(podExec(ctx, before, "ip", "-o", "-4", "addr"))
 		Expect(addrsBefore).To(HaveKey("net1"))
 		Expect(addrsBefore).To(HaveKey("net2"))
-		oldDaemon := daemonPod(ctx)
+		oldDaemon := daemonPod(Default, ctx)
 
 		// A network whose IPAM keeps its state outside /var/lib/cni: only
 		// the upgrade's extraHostPaths puts it on the node.
@@ -222,32 +222,15 @@ func rolledOut(ctx context.Context) {
 	Expect(err).NotTo(HaveOccurred(), out)
 }
 
-// daemonPod is the plexus daemon's pod; there must be exactly one.
-func daemonPod(ctx context.Context) *corev1.Pod {
-	pods := &corev1.PodList{}
-	Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
-		client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
-	Expect(pods.Items).To(HaveLen(1))
-	return &pods.Items[0]
-}
-
 // waitNewDaemon waits until the one daemon pod is another than old, and
 // Ready.
 func waitNewDaemon(ctx context.Context, old types.UID) *corev1.Pod {
 	var pod *corev1.Pod
 	Eventually(func(g Gomega) {
-		pods := &corev1.PodList{}
-		g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
-			client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
-		g.Expect(pods.Items).To(HaveLen(1))
-		pod = &pods.Items[0]
+		pod = daemonPod(g, ctx)
 		g.Expect(pod.UID).NotTo(Equal(old), "the old daemon pod is still the one")
 		g.Expect(pod.DeletionTimestamp).To(BeNil())
-		ready := false
-		for _, c := range pod.Status.Conditions {
-			ready = ready || c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue
-		}
-		g.Expect(ready).To(BeTrue(), "new daemon pod %s not Ready", pod.Name)
+		g.Expect(podReady(pod)).To(BeTrue(), "new daemon pod %s not Ready", pod.Name)
 	}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(Succeed())
 	return pod
 }

@@ -250,12 +250,8 @@ func signal(pid int, sig syscall.Signal) {
 // daemonPid is the host pid of the plexus daemon's container, from
 // containerd's task list.
 func daemonPid(ctx context.Context) int {
-	pods := &corev1.PodList{}
-	Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
-		client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
-	Expect(pods.Items).To(HaveLen(1))
 	var id string
-	for _, cs := range pods.Items[0].Status.ContainerStatuses {
+	for _, cs := range daemonPod(Default, ctx).Status.ContainerStatuses {
 		if cs.Name == "plexus" {
 			id = strings.TrimPrefix(cs.ContainerID, "containerd://")
 		}
@@ -274,20 +270,30 @@ func daemonPid(ctx context.Context) int {
 	return 0
 }
 
+// daemonPod is the plexus daemon's pod, asserted through g to be the only
+// one.
+func daemonPod(g Gomega, ctx context.Context) *corev1.Pod {
+	pods := &corev1.PodList{}
+	g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
+		client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
+	g.Expect(pods.Items).To(HaveLen(1))
+	return &pods.Items[0]
+}
+
+// podReady reports the pod's Ready condition.
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
 // waitDaemonReady waits until the daemon's pod is Ready again.
 func waitDaemonReady(ctx context.Context) {
 	Eventually(func(g Gomega) {
-		pods := &corev1.PodList{}
-		g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace),
-			client.MatchingLabels{"app.kubernetes.io/name": "plexus", "app.kubernetes.io/component": "node-daemon"})).To(Succeed())
-		g.Expect(pods.Items).To(HaveLen(1))
-		ready := false
-		for _, c := range pods.Items[0].Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				ready = true
-			}
-		}
-		g.Expect(ready).To(BeTrue(), "daemon pod not Ready")
+		g.Expect(podReady(daemonPod(g, ctx))).To(BeTrue(), "daemon pod not Ready")
 	}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(Succeed())
 }
 
