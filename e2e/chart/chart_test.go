@@ -134,6 +134,7 @@ func TestInvalidValues(t *testing.T) {
 		{"relative state dir", []string{"--set", "stateDir=plexus"}, "stateDir must be an absolute path"},
 		{"relative readiness file", []string{"--set", "readinessIndicatorFile=ready"}, "readinessIndicatorFile must be an absolute path"},
 		{"readiness dir taken", []string{"--set", "readinessIndicatorFile=/var/lib/cni/ready"}, "readinessIndicatorFile: its directory /var/lib/cni"},
+		{"readiness dir is the config's", []string{"--set", "readinessIndicatorFile=/etc/plexus/ready"}, "readinessIndicatorFile: its directory /etc/plexus"},
 		{"relative extra path", []string{"--set", "extraHostPaths[0]=run/flannel"}, `extraHostPaths[0]: "run/flannel" must be an absolute path`},
 		{"extra path taken", []string{"--set", "extraHostPaths[0]=/var/lib/cni/"}, "extraHostPaths[0]: /var/lib/cni/ is mounted already"},
 		{"same ports", []string{"--set", "metrics.port=9092"}, "metrics.port must be 0 (off) or a port number other than health.port"},
