@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
 	flag.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
 	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
+	flag.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted")
 	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
 	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
 	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,

@@ -313,13 +313,17 @@ func isOwn(path string, n *netconf.Network) bool {
 
 // Render is the node conflist wrapping a default network: plexus under the
 // default network's name and cniVersion, declaring the default network's
-// capabilities so the runtime's runtimeConfig reaches it.
+// capabilities so the runtime's runtimeConfig reaches it. It carries the
+// default network's whole config too, so that the shim can run that
+// network's DEL for a sandbox plexus never attached (one the runtime
+// attached before plexus was installed) even when the daemon is down.
 func Render(def *netconf.Network, socketPath, stateDir string) ([]byte, error) {
 	entry := map[string]interface{}{
-		"type":           plugin.PluginType,
-		"defaultNetwork": def.List.Name,
-		"socketPath":     socketPath,
-		"stateDir":       stateDir,
+		"type":                 plugin.PluginType,
+		"defaultNetwork":       def.List.Name,
+		"socketPath":           socketPath,
+		"stateDir":             stateDir,
+		"defaultNetworkConfig": json.RawMessage(def.List.Bytes),
 	}
 	if caps := def.Capabilities(); len(caps) > 0 {
 		entry["capabilities"] = caps

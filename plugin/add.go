@@ -98,22 +98,20 @@ func storeResult(a *record.Attachment, res *current.Result) error {
 }
 
 // rollback deletes the first n attachments in reverse and drops the record,
-// returning cause (the first error) with anything the cleanup hit.
+// returning cause (the first error) with anything the cleanup hit. The
+// delegate whose ADD failed gets its DEL too, since a plugin may have made
+// part of its interface or allocation before failing. When a DEL fails,
+// the record stays, marked Failed, so that the runtime's DEL (which
+// follows every failed ADD), a later ADD of the sandbox or the sweep
+// finishes the teardown: dropping it would leak whatever the earlier
+// delegates hold, once per retry of the sandbox.
 func (e *Engine) rollback(ctx context.Context, rec *record.Record, n int, cause error) error {
 	// The cleanup must run even when ctx is what failed.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
 	defer cancel()
-	// The delegate whose ADD failed gets a DEL too, since a plugin may have
-	// made part of its interface or allocation before failing; but its DEL
-	// may fail for the same reason its ADD did (a missing binary), and that
-	// must not keep the record of a sandbox that holds nothing.
-	if n > 0 && !rec.Attachments[n-1].Added() {
-		_ = delegate.Del(ctx, e.CNI, rec.ContainerID, rec.NetNS, &rec.Attachments[n-1])
-		n--
-	}
 	if err := delegate.Teardown(ctx, e.CNI, rec.ContainerID, rec.NetNS, rec.Attachments[:n]); err != nil {
-		// The record stays, so that the runtime's DEL tries again.
-		return fmt.Errorf("%w (and rolling back failed, the runtime's DEL will retry: %v)", cause, err)
+		err = delegate.MarkFailed(e.Store, rec, "ADD", err)
+		return fmt.Errorf("%w; rolling back failed, plexus keeps the sandbox's record and the runtime's DEL or plexus's sweep retries the teardown: %v", cause, err)
 	}
 	if err := e.Store.Remove(rec.ContainerID); err != nil {
 		return fmt.Errorf("%w (and removing the record failed: %v)", cause, err)
@@ -124,7 +122,7 @@ func (e *Engine) rollback(ctx context.Context, rec *record.Record, n int, cause 
 // teardown undoes a sandbox's recorded attachments and removes the record;
 // the caller holds the sandbox's lock.
 func (e *Engine) teardown(ctx context.Context, containerID, netns string) error {
-	if err := delegate.TeardownRecord(ctx, e.CNI, e.Store, containerID, netns); err != nil {
+	if err := delegate.TeardownRecordOrNothing(ctx, e.CNI, e.Store, containerID, netns); err != nil {
 		return err
 	}
 	if e.Status != nil {

@@ -3,9 +3,10 @@ package plugin
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 
 	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/plexus-cni/plexus/plugin/delegate"
 )
 
 // PluginType is the "type" of plexus's own entry in the node's conflist.
@@ -20,6 +21,10 @@ type NetConf struct {
 	// DefaultNetwork names the default network's config in the conf dir;
 	// empty means the daemon's choice.
 	DefaultNetwork string `json:"defaultNetwork,omitempty"`
+	// DefaultNetworkConfig is the default network's conflist as the daemon
+	// wrapped it in the node conflist; DEL of a sandbox plexus holds no
+	// record of runs it.
+	DefaultNetworkConfig json.RawMessage `json:"defaultNetworkConfig,omitempty"`
 }
 
 func parseNetConf(data []byte) (*NetConf, error) {
@@ -42,24 +47,16 @@ type podArgs struct {
 // came, and picks out the pod identity. Unknown keys are kept, not refused:
 // they are for the delegates.
 func parseArgs(raw string) ([][2]string, podArgs) {
-	var pairs [][2]string
+	pairs := delegate.SplitArgs(raw)
 	var pod podArgs
-	if raw == "" {
-		return nil, pod
-	}
-	for _, item := range strings.Split(raw, ";") {
-		k, v, ok := strings.Cut(item, "=")
-		if !ok {
-			continue
-		}
-		pairs = append(pairs, [2]string{k, v})
-		switch k {
+	for _, kv := range pairs {
+		switch kv[0] {
 		case "K8S_POD_NAMESPACE":
-			pod.Namespace = v
+			pod.Namespace = kv[1]
 		case "K8S_POD_NAME":
-			pod.Name = v
+			pod.Name = kv[1]
 		case "K8S_POD_UID":
-			pod.UID = v
+			pod.UID = kv[1]
 		}
 	}
 	return pairs, pod

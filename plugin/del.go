@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/plexus-cni/plexus/plugin/delegate"
+	"github.com/plexus-cni/plexus/plugin/record"
 )
 
 // rollbackTimeout bounds the cleanup of a failed ADD, which runs even when
@@ -19,16 +20,55 @@ const rollbackTimeout = 30 * time.Second
 
 // Del undoes a sandbox's attachments from its record alone: no API server,
 // no network definition and no netns are needed. Every delegate gets its
-// DEL even when another fails; the record stays until all succeeded, so
-// the runtime's retry finishes the job. No record means nothing to undo.
+// DEL even when another fails; the record stays, marked Failed, until all
+// succeeded, so the runtime's retry or the sweep finishes the job.
+//
+// A sandbox with no record was attached by the runtime before plexus was
+// its plugin (a pod older than the install, or started while the node
+// conflist was absent): it gets the DEL of the default network, as the
+// runtime would have called it, so its address is released. Only a call
+// from the runtime (with its config and interface name) does that; the
+// sweep's and GC's own DELs of a record that has gone meanwhile do not.
 func (e *Engine) Del(ctx context.Context, req *Request) error {
-	if err := delegate.DelSandbox(ctx, e.CNI, e.Store, req.ContainerID, req.NetNS); err != nil {
+	var unrecorded func(context.Context) error
+	if len(req.Config) > 0 && req.IfName != "" {
+		unrecorded = func(ctx context.Context) error { return e.delUnrecorded(ctx, req) }
+	}
+	if err := delegate.DelSandbox(ctx, e.CNI, e.Store, req.ContainerID, req.NetNS, unrecorded); err != nil {
 		return err
 	}
 	if e.Status != nil {
 		e.Status.Retract(req.ContainerID)
 	}
 	return nil
+}
+
+// delUnrecorded runs the default network's DEL for a sandbox plexus holds
+// no record of: the default network the runtime's conflist carries, else
+// the node's current one. It runs with the runtime's result cache
+// (RuntimeCNI), where the runtime's own ADD left its result.
+func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
+	conf, err := parseNetConf(req.Config)
+	if err != nil {
+		return err
+	}
+	var def *record.Attachment
+	if len(conf.DefaultNetworkConfig) > 0 {
+		def, err = delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
+	} else {
+		def, err = e.defaultAttachment(ctx, nil, conf, req.IfName)
+		if err == nil {
+			def.Args, def.CapabilityArgs = delegate.SplitArgs(req.Args), conf.RuntimeConfig
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("DEL of a sandbox plexus has no record of (attached before plexus was the node's plugin): %w", err)
+	}
+	cni := e.RuntimeCNI
+	if cni == nil {
+		cni = e.CNI
+	}
+	return delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def)
 }
 
 // Check runs CHECK on every recorded attachment.

@@ -55,8 +55,13 @@ type StatusPublisher interface {
 // and ConfDir at least.
 type Engine struct {
 	// CNI executes delegates (a *libcni.CNIConfig with plexus's cache dir).
-	CNI   libcni.CNI
-	Store *record.Store
+	CNI libcni.CNI
+	// RuntimeCNI runs the default network's DEL for a sandbox plexus holds
+	// no record of: the same plugins, but the runtime's result cache
+	// (libcni's default, /var/lib/cni), where the runtime's own ADD of the
+	// default network left its result. nil uses CNI.
+	RuntimeCNI libcni.CNI
+	Store      *record.Store
 	// ConfDir is the node's CNI conf dir: the default network and
 	// definitions with an empty spec.config are read from there.
 	ConfDir string

@@ -76,7 +76,9 @@ func relay(command string) func(*skel.CmdArgs) error {
 }
 
 // del relays DEL, and falls back to tearing down from the record on disk
-// when the daemon is down: DEL needs nothing the daemon has.
+// when the daemon is down: DEL needs nothing the daemon has. A sandbox with
+// no record gets the default network's DEL, from the config the node
+// conflist carries, as the daemon would give it.
 func del(args *skel.CmdArgs) error {
 	_, err := call("DEL", args)
 	if !errors.Is(err, errDaemonDown) {
@@ -89,11 +91,29 @@ func del(args *skel.CmdArgs) error {
 	if serr != nil {
 		return types.NewError(types.ErrIOFailure, serr.Error(), "")
 	}
-	cni := libcni.NewCNIConfigWithCacheDir(filepath.SplitList(args.Path), shimapi.CacheDir(conf.StateDir), nil)
-	if derr := delegate.DelSandbox(ctx, cni, store, args.ContainerID, args.Netns); derr != nil {
+	path := filepath.SplitList(args.Path)
+	cni := libcni.NewCNIConfigWithCacheDir(path, shimapi.CacheDir(conf.StateDir), nil)
+	if derr := delegate.DelSandbox(ctx, cni, store, args.ContainerID, args.Netns, unrecorded(args, conf, path)); derr != nil {
 		return delegate.CNIError(fmt.Errorf("%v; tearing down from the record: %w", err, derr))
 	}
 	return nil
+}
+
+// unrecorded runs the default network's DEL for a sandbox with no record,
+// with the runtime's result cache (libcni's default), where the runtime's
+// own ADD of that network left its result. A conflist from a plexus that
+// did not carry the default network's config leaves nothing to run.
+func unrecorded(args *skel.CmdArgs, conf shimapi.NodeConf, path []string) func(context.Context) error {
+	if len(conf.DefaultNetworkConfig) == 0 {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		def, err := delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, args.IfName, args.Args)
+		if err != nil {
+			return err
+		}
+		return delegate.Del(ctx, libcni.NewCNIConfig(path, nil), args.ContainerID, args.Netns, def)
+	}
 }
 
 func call(command string, args *skel.CmdArgs) ([]byte, error) {

@@ -40,9 +40,13 @@ import (
 
 // Options configure the daemon; Defaults gives the documented defaults.
 type Options struct {
-	NodeName          string
-	SocketPath        string
-	StateDir          string
+	NodeName   string
+	SocketPath string
+	StateDir   string
+	// RuntimeCacheDir is the container runtime's libcni result cache
+	// (libcni's default, /var/lib/cni): the default network's DEL of a
+	// sandbox plexus never attached reads the runtime's ADD result there.
+	RuntimeCacheDir   string
 	CNIConfDir        string
 	CNIBinDir         string
 	DefaultNetwork    string
@@ -82,6 +86,7 @@ func Defaults() Options {
 	return Options{
 		SocketPath:         shimapi.DefaultSocket,
 		StateDir:           shimapi.DefaultStateDir,
+		RuntimeCacheDir:    libcni.CacheDir,
 		CNIConfDir:         "/etc/cni/net.d",
 		CNIBinDir:          "/opt/cni/bin",
 		IsolateNamespaces:  true,
@@ -158,6 +163,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
 	engine := &plugin.Engine{
 		CNI:               libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
+		RuntimeCNI:        libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, o.RuntimeCacheDir, nil),
 		Store:             store,
 		ConfDir:           o.CNIConfDir,
 		DefaultNetwork:    o.DefaultNetwork,

@@ -14,51 +14,107 @@ import (
 	"github.com/plexus-cni/plexus/plugin/record"
 )
 
-// Sweep tears down the attachments of sandboxes that are gone although
-// plexus never got their DEL: pods deleted while plexus was not installed
-// (their runtime called the default network alone) or whose runtime lost
-// track of them. Their extra networks' addresses would stay allocated
-// forever. A record counts as stale only when both its pod is gone from
-// this node (or is another pod by that name) and its network namespace no
-// longer exists, so a pod whose sandbox is alive, or whose teardown is
-// still under way, is never touched. It returns how many sandboxes it
-// tore down. The daemon runs it once its caches synced and then every
-// Options.SweepEvery.
+// Retrying a failed teardown: the first retry comes retryFirst after the
+// failure, each later one twice as long after the previous, at most
+// retryMax; the loop looks for due records every retryEvery.
+const (
+	retryFirst = 10 * time.Second
+	retryMax   = 10 * time.Minute
+	retryEvery = 10 * time.Second
+)
+
+// Sweep tears down the attachments of sandboxes plexus still holds a
+// record of although no teardown is coming, and returns how many it tore
+// down. Two kinds:
+//
+//   - Sandboxes that are gone although plexus never got their DEL: pods
+//     deleted while plexus was not installed (their runtime called the
+//     default network alone) or whose runtime lost track of them. Their
+//     extra networks' addresses would stay allocated forever. Such a
+//     record counts as stale only when both its pod is gone from this node
+//     (or is another pod by that name) and its network namespace no longer
+//     exists, so a pod whose sandbox is alive, or whose teardown is still
+//     under way, is never touched.
+//   - Sandboxes whose teardown failed (record.Record.Failed: a failed
+//     ADD's rollback, or a DEL a delegate refused): they are torn down
+//     again whatever their pod's state, since the runtime has given them
+//     up, once their backoff (retryDue) has passed. A record goes only
+//     when every delegate's DEL succeeded.
+//
+// The daemon runs it once its caches synced and then every
+// Options.SweepEvery, and retries failed teardowns every retryEvery.
 func (d *Daemon) Sweep(ctx context.Context) int {
+	return d.sweep(ctx, false)
+}
+
+// sweep is Sweep; failedOnly looks at records with a failed teardown only.
+func (d *Daemon) sweep(ctx context.Context, failedOnly bool) int {
 	log := ctrl.Log.WithName("plexus").WithName("sweep")
 	ids, err := d.Engine.Store.IDs()
 	if err != nil {
 		log.Error(err, "listing records")
 		return 0
 	}
+	now := time.Now()
 	swept := 0
 	for _, id := range ids {
 		rec, err := d.Engine.Store.Load(id)
-		if err != nil || !d.stale(ctx, rec) {
+		if err != nil {
 			continue
 		}
+		why := ""
+		switch {
+		case rec.Failed != nil:
+			if !retryDue(rec.Failed, now) {
+				continue
+			}
+			why = "its teardown failed before"
+		case !failedOnly && d.stale(ctx, rec):
+			why = "its pod and netns are gone without a DEL"
+		default:
+			continue
+		}
+		keys := []interface{}{"containerID", id, "pod", rec.Pod.Namespace + "/" + rec.Pod.Name, "uid", rec.Pod.UID,
+			"netns", rec.NetNS, "attachments", len(rec.Attachments), "reason", why}
 		if err := d.Engine.Del(ctx, &plugin.Request{Command: "DEL", ContainerID: id}); err != nil {
-			log.Error(err, "tearing down a sandbox that is gone; trying again later", "containerID", id, "pod", rec.Pod.Namespace+"/"+rec.Pod.Name)
+			log.Error(err, "tearing down a sandbox; trying again later", keys...)
 			continue
 		}
 		swept++
-		log.Info("tore down a sandbox that is gone without a DEL", "containerID", id,
-			"pod", rec.Pod.Namespace+"/"+rec.Pod.Name, "uid", rec.Pod.UID, "netns", rec.NetNS, "attachments", len(rec.Attachments))
+		log.Info("tore down a sandbox", keys...)
 	}
 	return swept
 }
 
-// sweepLoop sweeps at start and every sweepEvery; zero sweeps at start only.
+// retryDue: a failed teardown's backoff has passed.
+func retryDue(f *record.Failure, now time.Time) bool {
+	wait := retryFirst
+	for i := 1; i < f.Attempts && wait < retryMax; i++ {
+		wait *= 2
+	}
+	return !now.Before(f.Last.Add(min(wait, retryMax)))
+}
+
+// sweepLoop sweeps at start and every sweepEvery, and retries failed
+// teardowns in between; a zero sweepEvery sweeps at start only.
 func (d *Daemon) sweepLoop(ctx context.Context) error {
+	d.Sweep(ctx)
+	if d.sweepEvery <= 0 {
+		return nil
+	}
+	next := time.Now().Add(d.sweepEvery)
+	tick := time.NewTicker(min(retryEvery, d.sweepEvery))
+	defer tick.Stop()
 	for {
-		d.Sweep(ctx)
-		if d.sweepEvery <= 0 {
-			return nil
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(d.sweepEvery):
+		case now := <-tick.C:
+			full := !now.Before(next)
+			if full {
+				next = now.Add(d.sweepEvery)
+			}
+			d.sweep(ctx, !full)
 		}
 	}
 }

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -117,16 +119,49 @@ func Check(ctx context.Context, cni libcni.CNI, containerID, netns string, a *re
 	return nil
 }
 
-// Del runs DEL for one attachment.
+// Del runs DEL for one attachment. An attachment whose ADD never completed
+// may name a plugin the node lacks (the reason its ADD failed): the plugins
+// of its chain from that one on never ran and hold nothing, so only those
+// before it get their DEL. That is how a failed ADD whose plugin is missing
+// is undone without keeping its record, and a DEL for it never blocks on a
+// binary that cannot be had. An added attachment gets its whole chain's DEL:
+// a plugin removed since its ADD is an error, as it would be for the
+// runtime.
 func Del(ctx context.Context, cni libcni.CNI, containerID, netns string, a *record.Attachment) error {
 	list, err := ConfList(a)
 	if err != nil {
 		return err
 	}
+	if !a.Added() {
+		if k := firstMissing(cni, list); k >= 0 {
+			if k == 0 {
+				return nil
+			}
+			part := *list
+			part.Plugins = list.Plugins[:k]
+			list = &part
+		}
+	}
 	if err := cni.DelNetworkList(ctx, list, RuntimeConf(containerID, netns, a)); err != nil {
 		return &Error{Op: "DEL", Network: a.Network, Plugins: PluginTypes(list), IfName: a.IfName, Err: err}
 	}
 	return nil
+}
+
+// firstMissing is the index of a list's first plugin whose binary is not
+// in cni's path, or -1. Only a *libcni.CNIConfig says where it looks; with
+// any other CNI every plugin counts as present.
+func firstMissing(cni libcni.CNI, list *libcni.NetworkConfigList) int {
+	c, ok := cni.(*libcni.CNIConfig)
+	if !ok {
+		return -1
+	}
+	for i, p := range list.Plugins {
+		if _, err := invoke.FindInPath(p.Network.Type, c.Path); err != nil {
+			return i
+		}
+	}
+	return -1
 }
 
 // Teardown runs DEL for attachments in reverse order. Every one is tried
@@ -143,27 +178,43 @@ func Teardown(ctx context.Context, cni libcni.CNI, containerID, netns string, at
 }
 
 // DelSandbox undoes a sandbox from its record and removes the record and
-// its lock file; no record is nothing to do. It takes the sandbox's lock.
-func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
+// its lock file. It takes the sandbox's lock. With no record, it calls
+// unrecorded (when not nil) under that lock: a sandbox plexus never
+// attached may still hold what the runtime's own ADD made before plexus
+// was its plugin.
+func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string, unrecorded func(context.Context) error) error {
 	unlock, err := store.Lock(ctx, containerID)
 	if err != nil {
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	defer unlock()
-	if err := TeardownRecord(ctx, cni, store, containerID, netns); err != nil {
+	err = TeardownRecord(ctx, cni, store, containerID, netns)
+	if errors.Is(err, errNoRecord) {
+		err = nil
+		if unrecorded != nil {
+			err = unrecorded(ctx)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	store.ForgetLock(containerID)
 	return nil
 }
 
+// errNoRecord: TeardownRecord found no record, so undid nothing.
+var errNoRecord = errors.New("no record")
+
 // TeardownRecord undoes a sandbox's recorded attachments and removes the
-// record; the caller holds the sandbox's lock. The record stays when a
-// delegate's DEL failed, so that a retried DEL finishes the job.
+// record; the caller holds the sandbox's lock. When a delegate's DEL fails,
+// the record stays, marked Failed, so that a retried DEL (the runtime's, a
+// later ADD's or the sweep's) finishes the job. No record at all returns
+// an error wrapping errNoRecord, which callers outside this package see as
+// success (TeardownRecordOrNothing).
 func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
 	rec, err := store.Load(containerID)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
+		return errNoRecord
 	}
 	if errors.Is(err, record.ErrPartial) {
 		// Cut short before any delegate ran: nothing to undo.
@@ -173,7 +224,62 @@ func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, co
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	if err := Teardown(ctx, cni, containerID, netns, rec.Attachments); err != nil {
-		return err
+		return MarkFailed(store, rec, "DEL", err)
 	}
 	return store.Remove(containerID)
+}
+
+// TeardownRecordOrNothing is TeardownRecord with no record being nothing
+// to do.
+func TeardownRecordOrNothing(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
+	if err := TeardownRecord(ctx, cni, store, containerID, netns); !errors.Is(err, errNoRecord) {
+		return err
+	}
+	return nil
+}
+
+// MarkFailed notes a failed teardown (cause) on the record and returns
+// cause, with the note's own failure if it could not be written.
+func MarkFailed(store *record.Store, rec *record.Record, op string, cause error) error {
+	if err := store.MarkFailed(rec, op, cause, time.Now().UTC()); err != nil {
+		return fmt.Errorf("%w (and noting the failure on the record: %v)", cause, err)
+	}
+	return cause
+}
+
+// Unrecorded is the default network's attachment for a sandbox plexus
+// holds no record of, as the runtime's DEL describes it: config is the
+// default network's conflist (the node conflist carries it as
+// defaultNetworkConfig), with the runtime's interface name, CNI_ARGS and
+// runtimeConfig, which is what the runtime itself would have called it
+// with. Its ADD counts as not completed, so Del skips a plugin the node
+// lacks.
+func Unrecorded(config []byte, runtimeConfig map[string]interface{}, ifname, rawArgs string) (*record.Attachment, error) {
+	list, err := libcni.NetworkConfFromBytes(config)
+	if err != nil {
+		return nil, fmt.Errorf("the default network's config in the node conflist: %w", err)
+	}
+	return &record.Attachment{
+		Network:        list.Name,
+		Default:        true,
+		IfName:         ifname,
+		Config:         list.Bytes,
+		Args:           SplitArgs(rawArgs),
+		CapabilityArgs: runtimeConfig,
+	}, nil
+}
+
+// SplitArgs splits CNI_ARGS ("K=V;K2=V2") into the pairs every delegate
+// gets, in order; an item without "=" is dropped.
+func SplitArgs(raw string) [][2]string {
+	var pairs [][2]string
+	if raw == "" {
+		return nil
+	}
+	for _, item := range strings.Split(raw, ";") {
+		if k, v, ok := strings.Cut(item, "="); ok {
+			pairs = append(pairs, [2]string{k, v})
+		}
+	}
+	return pairs
 }

@@ -155,6 +155,8 @@ func TestCheckFindsMissingInterface(t *testing.T) {
 }
 
 // One delegate whose DEL fails must not keep the others from their DEL.
+// The broken one was added, and its plugin has gone from the node since:
+// its DEL fails (one that never got through its ADD would hold nothing).
 func TestTeardownPastAFailure(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -171,6 +173,7 @@ func TestTeardownPastAFailure(t *testing.T) {
 				Network: "ns1/broken",
 				IfName:  "net2",
 				Config:  []byte(plugintest.Conf(M{"cniVersion": "1.0.0", "name": "broken", "plugins": []M{{"type": "plexus-no-such-plugin"}}})),
+				Result:  []byte(`{"cniVersion":"1.0.0"}`),
 			}
 			if _, err := delegate.Add(ctx(t), s.cni, s.id, s.netns.Path(), &good); err != nil {
 				t.Fatalf("Add: %v", err)
@@ -223,7 +226,7 @@ func TestTeardownOfAPartialRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	cni := libcni.NewCNIConfigWithCacheDir(nil, t.TempDir(), nil)
-	if err := delegate.DelSandbox(context.Background(), cni, store, "c1", ""); err != nil {
+	if err := delegate.DelSandbox(context.Background(), cni, store, "c1", "", nil); err != nil {
 		t.Fatalf("DEL of a partial record: %v", err)
 	}
 	if _, err := store.Load("c1"); !errors.Is(err, os.ErrNotExist) {

@@ -11,9 +11,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -303,4 +305,54 @@ func BinDir(t testing.TB) string {
 		}
 	}
 	return dir
+}
+
+// built caches the binaries Build made, per package, for the test process.
+var built = struct {
+	sync.Mutex
+	paths map[string]string
+}{paths: map[string]string{}}
+
+// Build compiles a main package of this module (such as
+// "github.com/plexus-cni/plexus/plugin/plugintest/faulty") once per test
+// process, statically like the plugins on a node, and returns the binary's
+// path; it is named after the package's last element.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	built.Lock()
+	defer built.Unlock()
+	if p, ok := built.paths[pkg]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "plexus-test-bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", path, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, out)
+	}
+	built.paths[pkg] = path
+	return path
+}
+
+// FaultyPackage is the test plugin that fails on purpose (see its doc).
+const FaultyPackage = "github.com/plexus-cni/plexus/plugin/plugintest/faulty"
+
+// InstallFaulty links the faulty test plugin into a test's own bin dir
+// (BinDir), as type "faulty".
+func InstallFaulty(t testing.TB, binDir string) {
+	t.Helper()
+	if err := os.Symlink(Build(t, FaultyPackage), filepath.Join(binDir, "faulty")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Faulty is a config of the faulty test plugin, to chain after others:
+// failAdd (empty: ADD passes) and failDels (how many DELs of each
+// container and interface fail first), counting its DELs in stateDir.
+func Faulty(failAdd string, failDels int, stateDir string) M {
+	return M{"type": "faulty", "failAdd": failAdd, "failDels": failDels, "stateDir": stateDir}
 }

@@ -32,6 +32,27 @@ type Record struct {
 	CNIVersion  string       `json:"cniVersion"`
 	Created     time.Time    `json:"created"`
 	Attachments []Attachment `json:"attachments"`
+	// Failed is set when a teardown of this sandbox failed and is still
+	// owed: an ADD whose rollback a delegate refused, or a DEL that did not
+	// finish. The runtime's DEL, a later ADD of the sandbox or the daemon's
+	// sweep finishes it; the record goes only when every delegate's DEL
+	// succeeded.
+	Failed *Failure `json:"failed,omitempty"`
+}
+
+// Failure says which teardown of a sandbox failed, why, and how often it
+// has been tried.
+type Failure struct {
+	// Op is "ADD" for a failed ADD whose rollback did not finish, "DEL"
+	// for a DEL that did not.
+	Op string `json:"op"`
+	// Error is the last teardown's error.
+	Error string `json:"error"`
+	// First and Last are when a teardown first and last failed.
+	First time.Time `json:"first"`
+	Last  time.Time `json:"last"`
+	// Attempts counts the failed teardowns.
+	Attempts int `json:"attempts"`
 }
 
 // PodRef names the pod a sandbox belongs to, empty outside Kubernetes.
@@ -182,6 +203,34 @@ func (s *Store) Update(r *Record) error {
 	}
 	if err := replaceUnsynced(s.resultsPath(r.ContainerID), data, 0o600); err != nil {
 		return fmt.Errorf("record %s: results: %w", r.ContainerID, err)
+	}
+	return nil
+}
+
+// MarkFailed notes on a saved record that a teardown of it failed (op
+// "ADD" for a rollback, "DEL" for a DEL; a record already marked keeps the
+// op of its first failure), so that whoever reads it next
+// knows a teardown is owed. The record is rewritten whole and durably, with
+// the results Load gave it inline; the delegates' configs and arguments,
+// which DEL needs, are unchanged.
+func (s *Store) MarkFailed(r *Record, op string, cause error, now time.Time) error {
+	if err := CheckContainerID(r.ContainerID); err != nil {
+		return err
+	}
+	f := r.Failed
+	if f == nil {
+		f = &Failure{Op: op, First: now}
+	}
+	f.Error, f.Last = cause.Error(), now
+	f.Attempts++
+	r.Failed = f
+	r.Version = FormatVersion
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	if err := writeFile(s.path(r.ContainerID), data, 0o600, true); err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
 	return nil
 }

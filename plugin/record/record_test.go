@@ -510,3 +510,49 @@ func TestPartialRecord(t *testing.T) {
 		t.Errorf("Load after Save over a partial record: %v", err)
 	}
 }
+
+// MarkFailed keeps everything DEL needs (configs, arguments, the results of
+// the delegates that were added), counts the failures and keeps the op of
+// the first one; a later Save of the sandbox (a new ADD) starts clean.
+func TestMarkFailedKeepsTheRecordWhole(t *testing.T) {
+	s := newStore(t)
+	r := planned(hexID)
+	if err := s.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	partly := fullRecord(hexID)
+	partly.Attachments[2].Result = nil // the ADD failed there
+	if err := s.Update(partly); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := s.Load(hexID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	if err := s.MarkFailed(loaded, "ADD", errors.New("DEL network x: refused"), t0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkFailed(loaded, "DEL", errors.New("DEL network x: refused again"), t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load(hexID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &record.Failure{Op: "ADD", Error: "DEL network x: refused again", First: t0, Last: t0.Add(time.Minute), Attempts: 2}
+	if !reflect.DeepEqual(got.Failed, want) {
+		t.Errorf("Failed = %+v, want %+v", got.Failed, want)
+	}
+	got.Failed = nil
+	partly.Version = record.FormatVersion
+	if !reflect.DeepEqual(got, partly) {
+		t.Errorf("the marked record lost something:\n got %+v\nwant %+v", got, partly)
+	}
+	if err := s.Save(planned(hexID)); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Load(hexID); err != nil || again.Failed != nil {
+		t.Errorf("a new record of the sandbox: %+v, %v; want no failure", again, err)
+	}
+}

@@ -43,4 +43,11 @@ func CacheDir(stateDir string) string { return stateDir + "/cache" }
 type NodeConf struct {
 	SocketPath string `json:"socketPath,omitempty"`
 	StateDir   string `json:"stateDir,omitempty"`
+	// DefaultNetworkConfig is the default network's conflist, as the
+	// daemon last wrapped it: what the shim runs the DEL of for a sandbox
+	// it has no record of when the daemon is down.
+	DefaultNetworkConfig json.RawMessage `json:"defaultNetworkConfig,omitempty"`
+	// RuntimeConfig is what the runtime passed for plexus's capabilities;
+	// that DEL gets it, as the default network would have.
+	RuntimeConfig map[string]interface{} `json:"runtimeConfig,omitempty"`
 }
