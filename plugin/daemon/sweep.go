@@ -76,7 +76,13 @@ func (d *Daemon) sweep(ctx context.Context, failedOnly bool) int {
 		}
 		keys := []interface{}{"containerID", id, "pod", rec.Pod.Namespace + "/" + rec.Pod.Name, "uid", rec.Pod.UID,
 			"netns", rec.NetNS, "attachments", len(rec.Attachments), "reason", why}
-		if err := d.Engine.Del(ctx, &plugin.Request{Command: "DEL", ContainerID: id}); err != nil {
+		// A netns still there gets its interfaces removed; one gone took
+		// them along, and is not named, since some plugins fail on it.
+		netns := rec.NetNS
+		if _, err := os.Stat(netns); netns != "" && err != nil {
+			netns = ""
+		}
+		if err := d.Engine.Del(ctx, &plugin.Request{Command: "DEL", ContainerID: id, NetNS: netns}); err != nil {
 			log.Error(err, "tearing down a sandbox; trying again later", keys...)
 			continue
 		}
@@ -86,13 +92,20 @@ func (d *Daemon) sweep(ctx context.Context, failedOnly bool) int {
 	return swept
 }
 
-// retryDue: a failed teardown's backoff has passed.
-func retryDue(f *record.Failure, now time.Time) bool {
+// RetryBackoff is how long after its last failure a failed teardown is
+// retried, after attempts failures: 10 s, doubling each time, at most
+// 10 min.
+func RetryBackoff(attempts int) time.Duration {
 	wait := retryFirst
-	for i := 1; i < f.Attempts && wait < retryMax; i++ {
+	for i := 1; i < attempts && wait < retryMax; i++ {
 		wait *= 2
 	}
-	return !now.Before(f.Last.Add(min(wait, retryMax)))
+	return min(wait, retryMax)
+}
+
+// retryDue: a failed teardown's backoff has passed.
+func retryDue(f *record.Failure, now time.Time) bool {
+	return !now.Before(f.Last.Add(RetryBackoff(f.Attempts)))
 }
 
 // sweepLoop sweeps at start and every sweepEvery, and retries failed
