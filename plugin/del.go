@@ -9,6 +9,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/go-logr/logr"
 
 	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/record"
@@ -68,7 +69,12 @@ func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	if cni == nil {
 		cni = e.CNI
 	}
-	return delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def)
+	if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def); err != nil {
+		return err
+	}
+	logr.FromContextOrDiscard(ctx).V(1).Info("no record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
+		"network", def.Network)
+	return nil
 }
 
 // Check runs CHECK on every recorded attachment.

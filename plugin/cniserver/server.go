@@ -110,11 +110,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// runtime giving up must not cut a rollback short.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.Timeout)
 	defer cancel()
+	log := s.Log.WithValues("command", req.Command, "containerID", req.ContainerID, "ifname", req.IfName)
 	start := time.Now()
-	res, err := s.Engine.Do(ctx, req)
+	res, err := s.Engine.Do(logr.NewContext(ctx, log), req)
 	elapsed := time.Since(start)
-	log := s.Log.WithValues("command", req.Command, "containerID", req.ContainerID, "ifname", req.IfName,
-		"duration", elapsed.String())
+	log = log.WithValues("duration", elapsed.String())
 	if err != nil {
 		opDuration.WithLabelValues(req.Command, "error").Observe(elapsed.Seconds())
 		cniErr := delegate.CNIError(err)
