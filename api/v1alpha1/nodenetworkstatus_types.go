@@ -50,6 +50,30 @@ type NetworkProblem struct {
 	Message string `json:"message"`
 }
 
+// BypassedPod is a pod of the node that asks for networks but whose
+// sandbox plexus never attached: it started while plexus was not installed
+// or the node conflist was absent, so the runtime gave it the node's
+// default network alone.
+type BypassedPod struct {
+	// Namespace of the pod.
+	Namespace string `json:"namespace"`
+	// Name of the pod.
+	Name string `json:"name"`
+	// Networks are the networks it asks for in its
+	// k8s.v1.cni.cncf.io/networks annotation and lacks, "namespace/name"
+	// each, in the annotation's order. When the annotation does not
+	// parse, its one entry is the annotation's raw value (at most 200
+	// characters).
+	// +optional
+	// +listType=atomic
+	Networks []string `json:"networks,omitempty"`
+	// DefaultNetwork is the network it asks for in place of the node's
+	// default network (v1.multus-cni.io/default-network) and lacks,
+	// "namespace/name", or the raw value when it does not parse.
+	// +optional
+	DefaultNetwork string `json:"defaultNetwork,omitempty"`
+}
+
 // NodeNetworkStatusStatus is what the node's daemon sees.
 type NodeNetworkStatusStatus struct {
 	// DefaultNetwork is the node's default network, if one was found.
@@ -86,6 +110,25 @@ type NodeNetworkStatusStatus struct {
 	// Attachments counts the pod sandboxes plexus holds on the node.
 	Attachments int32 `json:"attachments"`
 
+	// TeardownsPending counts the sandboxes whose teardown failed and is
+	// still owed (an ADD whose rollback a delegate refused, a DEL that did
+	// not finish); their delegates may still hold addresses. The runtime's
+	// DEL, a later ADD of the sandbox or the daemon's sweep retries them.
+	TeardownsPending int32 `json:"teardownsPending"`
+
+	// BypassedPods counts the running pods of the node that ask for
+	// networks but that plexus never attached (see Bypassed). Each gets a
+	// Warning Event, reason NetworksNotAttached; deleting such a pod
+	// recreates it through plexus. Checked when the daemon starts and
+	// then periodically (every 30 seconds by default).
+	BypassedPods int32 `json:"bypassedPods"`
+
+	// Bypassed lists the pods BypassedPods counts, sorted by namespace
+	// and name (at most MaxListed).
+	// +optional
+	// +listType=atomic
+	Bypassed []BypassedPod `json:"bypassed,omitempty"`
+
 	// MissingPlugins lists plugin types that definitions name but the
 	// node's CNI bin dir lacks.
 	// +optional
@@ -93,6 +136,10 @@ type NodeNetworkStatusStatus struct {
 	MissingPlugins []string `json:"missingPlugins,omitempty"`
 
 	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled.
+	// ConfigWritten has reason Restored once the daemon had to put its
+	// conflist back after someone else removed or changed it; its
+	// lastTransitionTime is then the last restore, and its message says
+	// what happened.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -112,6 +159,8 @@ type NodeNetworkStatusStatus struct {
 // +kubebuilder:printcolumn:name="Networks",type=integer,JSONPath=`.status.networksRendered`
 // +kubebuilder:printcolumn:name="Rejected",type=integer,JSONPath=`.status.networksRejected`,priority=1
 // +kubebuilder:printcolumn:name="Attachments",type=integer,JSONPath=`.status.attachments`
+// +kubebuilder:printcolumn:name="Bypassed",type=integer,JSONPath=`.status.bypassedPods`,priority=1
+// +kubebuilder:printcolumn:name="Teardowns Pending",type=integer,JSONPath=`.status.teardownsPending`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type NodeNetworkStatus struct {
 	metav1.TypeMeta   `json:",inline"`
