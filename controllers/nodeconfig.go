@@ -67,9 +67,12 @@ type NodeConfig struct {
 
 	// syncMu serialises Sync; shim is the source and installed copy last
 	// found equal, so that a resync costs two stats, not two reads of a
-	// multi-megabyte binary.
-	syncMu sync.Mutex
-	shim   [2]fileStamp
+	// multi-megabyte binary. written is the conflist content last found
+	// or put in place: writing it again means someone else removed or
+	// changed the file.
+	syncMu  sync.Mutex
+	shim    [2]fileStamp
+	written []byte
 }
 
 // NodeState is what the node config last saw and did.
@@ -84,9 +87,16 @@ type NodeState struct {
 	// ConfigCurrent: the conflist is in place and wraps Default.
 	ConfigCurrent bool
 	// ConfigError says why the conflist is missing or stale.
-	ConfigError   string
-	ShimInstalled bool
-	ShimError     string
+	ConfigError string
+	// ConfigRestored is when the conflist was last put back after someone
+	// else removed or changed it (ConfigRestoredBecause: "removed" or
+	// "changed"); ConfigRestores counts those since the daemon started.
+	// Pods that started meanwhile may lack their networks.
+	ConfigRestored        time.Time
+	ConfigRestoredBecause string
+	ConfigRestores        int
+	ShimInstalled         bool
+	ShimError             string
 }
 
 // State returns a copy of the current state.
@@ -212,7 +222,7 @@ func (c *NodeConfig) Sync() {
 func sameState(a, b NodeState) bool {
 	return a.DefaultFile == b.DefaultFile && a.DefaultError == b.DefaultError && a.ConfigWritten.Equal(b.ConfigWritten) &&
 		bytes.Equal(defaultBytes(a), defaultBytes(b)) &&
-		a.ConfigCurrent == b.ConfigCurrent && a.ConfigError == b.ConfigError &&
+		a.ConfigCurrent == b.ConfigCurrent && a.ConfigError == b.ConfigError && a.ConfigRestores == b.ConfigRestores &&
 		a.ShimInstalled == b.ShimInstalled && a.ShimError == b.ShimError
 }
 
@@ -302,7 +312,25 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 	if wrote || s.ConfigWritten.IsZero() {
 		s.ConfigWritten = modTime(path)
 	}
+	if wrote && bytes.Equal(data, c.written) {
+		c.restored(s, path, onDisk)
+	}
+	c.written = data
 	s.ConfigCurrent, s.ConfigError = true, ""
+}
+
+// restored notes a conflist put back unchanged: not the first write, and
+// not a new default network, so someone else removed or changed the file
+// (an uninstall racing a reinstall, a configuration tool, a person). The
+// runtime may have started pods without plexus in the meantime.
+func (c *NodeConfig) restored(s *NodeState, path string, wasOnDisk bool) {
+	s.ConfigRestored, s.ConfigRestoredBecause = time.Now(), "removed"
+	if wasOnDisk {
+		s.ConfigRestoredBecause = "changed"
+	}
+	s.ConfigRestores++
+	c.Log.Info("restored the node conflist that someone else removed or changed; pods started meanwhile may lack their networks",
+		"conflist", path, "was", s.ConfigRestoredBecause, "restores", s.ConfigRestores)
 }
 
 // isOwn tells plexus's configs from the default network's candidates: the

@@ -526,3 +526,46 @@ func TestNodeConfigStartWatches(t *testing.T) {
 		t.Fatal("Start did not return after its context ended")
 	}
 }
+
+// A conflist put back after someone else removed or changed it is a
+// restore; the first write and a rewrite for a new default network are not.
+func TestNodeConfigNotesARestore(t *testing.T) {
+	c := newNodeConfig(t)
+	var calls atomic.Int32
+	c.OnChange = func() { calls.Add(1) }
+	def := filepath.Join(c.ConfDir, "05-a.conf")
+	writeFile(t, def, confA)
+	steps := []struct {
+		name    string
+		change  func()
+		restore int
+		because string
+	}{
+		{"first write", func() {}, 0, ""},
+		{"default network changed", func() {
+			writeFile(t, def, `{"cniVersion":"0.4.0","name":"a","type":"bridge","capabilities":{"mac":true}}`)
+		}, 0, ""},
+		{"removed", func() {
+			if err := os.Remove(conflistPath(c)); err != nil {
+				t.Fatal(err)
+			}
+		}, 1, "removed"},
+		{"nothing", func() {}, 1, "removed"},
+		{"changed", func() { writeFile(t, conflistPath(c), confA) }, 2, "changed"},
+	}
+	for _, st := range steps {
+		before := calls.Load()
+		st.change()
+		c.Sync()
+		s := c.State()
+		if s.ConfigRestores != st.restore || s.ConfigRestoredBecause != st.because || s.ConfigRestored.IsZero() != (st.restore == 0) {
+			t.Fatalf("%s: restores %d because %q at %v, want %d because %q", st.name, s.ConfigRestores, s.ConfigRestoredBecause, s.ConfigRestored, st.restore, st.because)
+		}
+		if st.name != "nothing" && calls.Load() == before {
+			t.Errorf("%s: OnChange not called", st.name)
+		}
+		if _, e, _ := wrapped(t, c, "a", "0.4.0"); e.Type != "plexus" {
+			t.Fatalf("%s: conflist not plexus's", st.name)
+		}
+	}
+}
