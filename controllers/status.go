@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	events "k8s.io/client-go/tools/record"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,6 +42,11 @@ type StatusReconciler struct {
 	Node     *NodeConfig
 	Networks *NetworkReconciler
 	Records  *record.Store
+	// Bypassed, if set, gives the pods plexus never attached.
+	Bypassed *BypassedPods
+	// Recorder sends the Event of a restored node conflist, on the
+	// node's NodeNetworkStatus.
+	Recorder events.EventRecorder
 	// Serving reports whether the CNI server answers calls.
 	Serving func() error
 	// HostPaths shows the paths in the status as the node sees them.
@@ -48,6 +54,10 @@ type StatusReconciler struct {
 	Log       logr.Logger
 
 	trigger chan event.GenericEvent
+	// restoresReported is the node config's restore count last sent as
+	// an Event; only Reconcile, which the controller never runs
+	// concurrently, touches it.
+	restoresReported int
 }
 
 // Poke asks for a status refresh; it never blocks.
@@ -90,7 +100,40 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 			return ctrl.Result{}, err
 		}
 	}
+	r.reportRestore(next)
 	return ctrl.Result{RequeueAfter: statusResync}, nil
+}
+
+// ReasonConfigRestored is the reason of the Warning Event on a node's
+// NodeNetworkStatus when its daemon put the node conflist back after
+// someone else removed or changed it.
+const ReasonConfigRestored = "ConfigRestored"
+
+// reasonRestored is the ConfigWritten condition's reason once the node
+// conflist was restored.
+const reasonRestored = "Restored"
+
+// reportRestore sends one Event per restore the node config saw since the
+// last one (restores close together make one Event).
+func (r *StatusReconciler) reportRestore(nns *v1alpha1.NodeNetworkStatus) {
+	node := r.Node.State()
+	if node.ConfigRestores <= r.restoresReported || r.Recorder == nil {
+		return
+	}
+	r.restoresReported = node.ConfigRestores
+	r.Recorder.Eventf(nns, corev1.EventTypeWarning, ReasonConfigRestored, "node %s: %s", r.NodeName, r.HostPaths.Show(restoreMessage(r.Node.ConfDir, node)))
+}
+
+// restoreMessage says what happened to the conflist, when, and what it
+// means for pods.
+func restoreMessage(confDir string, node NodeState) string {
+	meanwhile := "absent"
+	if node.ConfigRestoredBecause == "changed" {
+		meanwhile = "altered"
+	}
+	return fmt.Sprintf("%s/%s was %s by someone else and restored at %s (restore %d since the daemon started); "+
+		"pods that started while it was %s may lack their networks (see status.bypassedPods)",
+		confDir, ConfigFileName, node.ConfigRestoredBecause, node.ConfigRestored.UTC().Format(time.RFC3339), node.ConfigRestores, meanwhile)
 }
 
 func (r *StatusReconciler) create(ctx context.Context) (*v1alpha1.NodeNetworkStatus, error) {
@@ -127,8 +170,13 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 	}
 	st.NetworksRendered, st.NetworksRejected = int32(nets.Rendered), int32(nets.Rejected)
 	st.Rejected, st.Warnings, st.MissingPlugins = nets.RejectedList, nets.Warnings, nets.MissingPlugins
-	if ids, err := r.Records.IDs(); err == nil {
-		st.Attachments = int32(len(ids))
+	if recs, err := readRecords(r.Records); err == nil {
+		st.Attachments, st.TeardownsPending = int32(recs.sandboxes), int32(recs.failed)
+	}
+	st.BypassedPods, st.Bypassed = 0, nil
+	if r.Bypassed != nil {
+		n, list := r.Bypassed.Summary()
+		st.BypassedPods, st.Bypassed = int32(n), list
 	}
 
 	set := func(t string, ok bool, reason, msg string) {
@@ -143,9 +191,15 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 	} else {
 		set(v1alpha1.ConditionDefaultNetworkFound, false, "NotFound", node.DefaultError)
 	}
-	if node.ConfigCurrent {
+	switch {
+	case node.ConfigCurrent && !node.ConfigRestored.IsZero():
+		set(v1alpha1.ConditionConfigWritten, true, reasonRestored, restoreMessage(r.Node.ConfDir, node))
+		// True stays True, so the transition is set by hand: it is when
+		// the file came back.
+		meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionConfigWritten).LastTransitionTime = metav1.NewTime(node.ConfigRestored.Truncate(time.Second))
+	case node.ConfigCurrent:
 		set(v1alpha1.ConditionConfigWritten, true, "Written", st.ConfigFile)
-	} else {
+	default:
 		set(v1alpha1.ConditionConfigWritten, false, "NotWritten", node.ConfigError)
 	}
 	if node.ShimInstalled {

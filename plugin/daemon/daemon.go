@@ -76,9 +76,13 @@ type Options struct {
 	HostPrefix string
 	// SweepEvery is how often records of sandboxes that are gone without
 	// a DEL are looked for (see Daemon.Sweep); 0 looks at start only.
-	SweepEvery  time.Duration
-	MetricsAddr string
-	ProbeAddr   string
+	SweepEvery time.Duration
+	// BypassCheckEvery is how often the node's pods are checked for ones
+	// that ask for networks but that plexus never attached (see
+	// controllers.BypassedPods); they are checked at start too.
+	BypassCheckEvery time.Duration
+	MetricsAddr      string
+	ProbeAddr        string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -95,6 +99,7 @@ func Defaults() Options {
 		PodResourcesSocket: kube.DefaultPodResourcesSocket,
 		Resync:             30 * time.Second,
 		SweepEvery:         10 * time.Minute,
+		BypassCheckEvery:   controllers.DefaultBypassCheck,
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
 	}
@@ -121,6 +126,7 @@ type Daemon struct {
 	Networks   *controllers.NetworkReconciler
 	NodeStatus *controllers.StatusReconciler
 	Owner      *controllers.Owner
+	Bypassed   *controllers.BypassedPods
 
 	sweepEvery time.Duration
 }
@@ -175,8 +181,13 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		GlobalNamespaces:  o.GlobalNamespaces,
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
+	recorder := mgr.GetEventRecorderFor("plexus")
 	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), NodeName: o.NodeName, Records: store,
-		Serving: func() error { return server.Ready(nil) }, Log: log.WithName("nodestatus")}
+		Recorder: recorder, Serving: func() error { return server.Ready(nil) }, Log: log.WithName("nodestatus")}
+	// Reads the pod cache, which holds this node's pods only.
+	bypassed := &controllers.BypassedPods{Pods: mgr.GetCache(), NodeName: o.NodeName, Records: store, Recorder: recorder,
+		Every: o.BypassCheckEvery, OnChange: nodeStatus.Poke, Log: log.WithName("bypassed")}
+	nodeStatus.Bypassed = bypassed
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
 		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir,
@@ -185,7 +196,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),
 	}
 	networks := &controllers.NetworkReconciler{Reader: mgr.GetClient(), Store: netStore, ConfDir: o.CNIConfDir,
-		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: mgr.GetEventRecorderFor("plexus"),
+		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: recorder,
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
@@ -197,14 +208,14 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
 	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
-		sweepEvery: o.SweepEvery}
+		Bypassed: bypassed, sweepEvery: o.SweepEvery}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(d.sweepLoop), manager.RunnableFunc(networks.Prune)} {
+	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(d.sweepLoop), manager.RunnableFunc(networks.Prune), bypassed} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}
