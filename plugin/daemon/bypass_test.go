@@ -22,15 +22,18 @@ import (
 )
 
 // running gives a pod the status kubelet writes once the runtime set up
-// its sandbox's network (the runtime's CNI ADD returned).
-func (f *fixture) running(pod *corev1.Pod, ip string) {
+// its sandbox's network (the runtime's CNI ADD returned), or, with up
+// false, once kubelet found that sandbox gone. A merge patch, as kubelet's,
+// so that plexus's own network-status patch does not make it conflict.
+func (f *fixture) running(pod *corev1.Pod, ip string, up corev1.ConditionStatus) {
 	f.t.Helper()
+	orig := pod.DeepCopy()
 	pod.Status = corev1.PodStatus{
 		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
-		Conditions: []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: corev1.ConditionTrue,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReadyToStartContainers, Status: up,
 			LastTransitionTime: metav1.Now()}},
 	}
-	if err := f.client.Status().Update(context.Background(), pod); err != nil {
+	if err := f.client.Status().Patch(context.Background(), pod, client.MergeFrom(orig)); err != nil {
 		f.t.Fatalf("pod %s status: %v", pod.Name, err)
 	}
 }
@@ -102,13 +105,9 @@ func TestPodsThatBypassedPlexusAreReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, p := range []*corev1.Pod{bypassed, garbled, replaced, late, attached, host, plain} {
-		f.running(p, fmt.Sprintf("10.250.0.%d", i+1))
+		f.running(p, fmt.Sprintf("10.250.0.%d", i+1), corev1.ConditionTrue)
 	}
-	f.running(restarting, "10.250.0.99")
-	restarting.Status.Conditions[0].Status = corev1.ConditionFalse
-	if err := f.client.Status().Update(context.Background(), restarting); err != nil {
-		t.Fatal(err)
-	}
+	f.running(restarting, "10.250.0.99", corev1.ConditionFalse)
 
 	f.eventually("four bypassed pods in the node status", func() bool {
 		nns := f.nodeStatus()
