@@ -156,8 +156,12 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 			c.stop()
 			return nil
 		case ev := <-w.Events:
-			if ev.Name == filepath.Join(c.ConfDir, ConfigFileName) && ev.Op&(fsnotify.Remove|fsnotify.Rename) == 0 {
-				continue // our own write
+			// Every change to the conflist is looked at, our own rename
+			// into place included: a Sync that finds its content in place
+			// writes nothing, and an edit in place by someone else is then
+			// undone at once rather than at the next resync.
+			if ev.Op == fsnotify.Chmod {
+				continue
 			}
 			c.Sync()
 		case err := <-w.Errors:

@@ -515,6 +515,13 @@ func TestNodeConfigStartWatches(t *testing.T) {
 	if s := c.State(); s.DefaultFile != filepath.Join(c.ConfDir, "05-a.conf") || !s.ConfigCurrent {
 		t.Errorf("state %+v, want a current conflist wrapping 05-a.conf", s)
 	}
+	// Someone edits the conflist in place (the runtime would then call
+	// the default network alone): the watch alone puts it back.
+	writeFile(t, conflistPath(c), confB)
+	waitWraps(t, c, "a")
+	if s := c.State(); s.ConfigRestores != 1 || s.ConfigRestoredBecause != "changed" {
+		t.Errorf("after an edit in place: restores %d because %q, want 1 because changed", s.ConfigRestores, s.ConfigRestoredBecause)
+	}
 
 	cancel()
 	select {
