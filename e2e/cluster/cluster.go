@@ -52,7 +52,12 @@ const (
 	// node (config/daemon's --state-dir).
 	PlexusStateDir   = "/var/lib/plexus"
 	PlexusRecordsDir = "/var/lib/plexus/records"
-	PlexusNamespace  = "kube-system"
+	// RuntimeResultsDir and PlexusResultsDir are libcni's result caches of
+	// the runtime (the default cache dir) and of plexus's delegates (under
+	// its state dir): one file per sandbox, network and interface added.
+	RuntimeResultsDir = "/var/lib/cni/results"
+	PlexusResultsDir  = "/var/lib/plexus/cache/results"
+	PlexusNamespace   = "kube-system"
 
 	KubeletRootDir = "/var/lib/kubelet"
 	// RuntimeDir holds containerd's socket; a folder of the cluster's own
@@ -158,7 +163,10 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.prepareHost(); err != nil {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
-	c.progress("node prepared: %s, reference plugins in %s, veths %v", DefaultConflist, CNIBinDir, MacvlanMasters)
+	if err := c.installTestPlugins(ctx); err != nil {
+		return err
+	}
+	c.progress("node prepared: %s, reference and test plugins in %s, veths %v", DefaultConflist, CNIBinDir, MacvlanMasters)
 	if err := c.startControlPlane(ctx, nodeIP); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/plexus-cni/plexus/e2e/images"
 )
 
 // hostDirs are the places outside the state dir that the cluster writes
@@ -228,4 +231,54 @@ func (c *Cluster) readLines(list string) []string {
 		}
 	}
 	return out
+}
+
+// TestPlugins are CNI plugins of plexus's own, made for tests, that the
+// cluster installs into CNIBinDir beside the reference plugins, by type:
+// "faulty" fails its ADD or its first DELs on purpose (its doc comment).
+// They are built from the work tree, statically like the reference
+// plugins, since the daemon runs them from its own image.
+var TestPlugins = map[string]string{"faulty": "./plugin/plugintest/faulty"}
+
+// installTestPlugins builds TestPlugins and installs each into CNIBinDir,
+// replacing an earlier build, so that a reused cluster runs the work
+// tree's. The replacement is a rename: a runtime may be executing the old
+// binary.
+func (c *Cluster) installTestPlugins(ctx context.Context) error {
+	for _, d := range []string{CNIBinDir, c.path("bin")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	installed := map[string]bool{}
+	for _, f := range c.readLines("installed") {
+		installed[f] = true
+	}
+	for name, pkg := range TestPlugins {
+		built := c.path("bin", name)
+		if err := images.GoBuild(ctx, c.RepoDir, pkg, built); err != nil {
+			return fmt.Errorf("test plugin %s: %w", name, err)
+		}
+		dst := filepath.Join(CNIBinDir, name)
+		if !installed[dst] {
+			if _, err := os.Stat(dst); err == nil {
+				return fmt.Errorf("%s is there and not the cluster's: not replacing it with the test plugin", dst)
+			}
+			if err := c.appendLines("installed", dst); err != nil {
+				return err
+			}
+		}
+		data, err := os.ReadFile(built)
+		if err != nil {
+			return err
+		}
+		tmp := dst + ".e2e-new"
+		if err := os.WriteFile(tmp, data, 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, dst); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -213,14 +213,18 @@ func indent(s string) string {
 }
 
 // RefreshPlexus brings a running cluster's plexus up to date with the
-// work tree: it rebuilds the images, upgrades the release and, when the
-// plexus image changed, imports it and restarts the daemon's pod.
+// work tree: it rebuilds the images and the test plugins, applies the
+// chart's CRDs, upgrades the release and, when the plexus image changed,
+// imports it and restarts the daemon's pod.
 func (c *Cluster) RefreshPlexus(ctx context.Context) error {
 	before, err := c.imageDigest(ctx, images.Plexus)
 	if err != nil {
 		return err
 	}
 	if err := c.buildImages(ctx); err != nil {
+		return err
+	}
+	if err := c.installTestPlugins(ctx); err != nil {
 		return err
 	}
 	var changed bool
@@ -233,6 +237,11 @@ func (c *Cluster) RefreshPlexus(ctx context.Context) error {
 		if err := c.importImages(ctx); err != nil {
 			return err
 		}
+	}
+	// helm installs a chart's crds/ with the release and never upgrades
+	// them; a user upgrading applies them first, as here.
+	if _, err := c.kubectl(ctx, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(c.ChartDir(), "crds")); err != nil {
+		return err
 	}
 	if _, err := c.Helm(ctx, c.HelmArgs()...); err != nil {
 		return err

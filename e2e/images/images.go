@@ -43,7 +43,7 @@ func Build(ctx context.Context, repoDir, outDir string, progress io.Writer) ([]B
 	programs := map[string]string{"pause": "./e2e/images/pause", "plexus-daemon": "./cmd", "plexus": "./cmd/plexus"}
 	for _, name := range []string{"pause", "plexus-daemon", "plexus"} {
 		start := time.Now()
-		if err := goBuild(ctx, repoDir, programs[name], filepath.Join(binDir, name)); err != nil {
+		if err := GoBuild(ctx, repoDir, programs[name], filepath.Join(binDir, name)); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(progress, "  built %s (static) in %s\n", name, time.Since(start).Round(100*time.Millisecond))
@@ -86,7 +86,10 @@ func Build(ctx context.Context, repoDir, outDir string, progress io.Writer) ([]B
 	return out, nil
 }
 
-func goBuild(ctx context.Context, repoDir, pkg, out string) error {
+// GoBuild builds the program pkg of the module at repoDir into out,
+// statically (CGO_ENABLED=0): it runs in images with no C library, or
+// from the node's CNI bin dir inside the daemon's.
+func GoBuild(ctx context.Context, repoDir, pkg, out string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
 	cmd.Dir = repoDir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
