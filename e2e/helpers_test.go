@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,26 +161,84 @@ func orphanResults() []string {
 	return orphans
 }
 
-// heldBy lists host-local allocations, in every network, whose file names
-// one of the container (sandbox) ids; host-local writes the id and the
-// ifname into each address's file.
-func heldBy(ids map[string]bool) []string {
-	var held []string
+// allocations lists every host-local allocation on the node, in every
+// network's folder, the default network's included: "network/address" ->
+// its holder, "containerID ifname" (host-local writes the sandbox's id and
+// the interface into each address's file).
+func allocations() map[string]string {
+	held := map[string]string{}
 	dirs, _ := os.ReadDir(cluster.HostLocalDir)
 	for _, d := range dirs {
 		files, _ := os.ReadDir(filepath.Join(cluster.HostLocalDir, d.Name()))
 		for _, f := range files {
+			if net.ParseIP(f.Name()) == nil {
+				continue // host-local's lock and last_reserved_ip files
+			}
 			b, err := os.ReadFile(filepath.Join(cluster.HostLocalDir, d.Name(), f.Name()))
 			if err != nil {
-				continue
+				continue // released meanwhile
 			}
-			id := strings.Fields(string(b))
-			if len(id) > 0 && ids[id[0]] {
-				held = append(held, d.Name()+"/"+f.Name())
-			}
+			held[d.Name()+"/"+f.Name()] = strings.Join(strings.Fields(string(b)), " ")
 		}
 	}
 	return held
+}
+
+// heldBy lists host-local allocations, in every network, whose holder is
+// one of the container (sandbox) ids.
+func heldBy(ids map[string]bool) []string {
+	var held []string
+	for alloc, holder := range allocations() {
+		if id, _, _ := strings.Cut(holder, " "); ids[id] {
+			held = append(held, alloc)
+		}
+	}
+	sort.Strings(held)
+	return held
+}
+
+// cachedResults lists the CNI result caches' files on the node, the
+// runtime's and plexus's (one per sandbox, network and interface, removed
+// by the DEL that undoes that ADD).
+func cachedResults() []string {
+	var files []string
+	for _, dir := range []string{cluster.RuntimeResultsDir, cluster.PlexusResultsDir} {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !os.IsNotExist(err) {
+			Fail(err.Error())
+		}
+		for _, e := range entries {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	return files
+}
+
+// nodeState is what the node holds that a sandbox could leak.
+type nodeState struct {
+	// Allocations are every host-local allocation, in every network.
+	Allocations map[string]string
+	// Records are plexus's attachment records; Cached the CNI result
+	// caches' files; Links the node's links (less the default bridge).
+	Records, Cached, Links []string
+}
+
+// nodeNow is the node's state now.
+func nodeNow() nodeState {
+	return nodeState{Allocations: allocations(), Records: allRecords(), Cached: cachedResults(), Links: nodeLinks()}
+}
+
+// newAllocations lists the allocations of now that before did not hold
+// (or held for another sandbox), with their holders.
+func newAllocations(before, now map[string]string) []string {
+	var added []string
+	for alloc, holder := range now {
+		if before[alloc] != holder {
+			added = append(added, alloc+" ("+holder+")")
+		}
+	}
+	sort.Strings(added)
+	return added
 }
 
 // sandboxIDs lists the container ids that plexus's records name for the
@@ -303,8 +363,9 @@ func waitDaemonReady(ctx context.Context) {
 // earlier spec may still be in their CNI DEL when their namespace is gone
 // (the API server drops a pod once its containers stopped, the sandbox
 // goes after): snapshots for a leak check are taken only after this. It
-// returns the default network's allocations, the records and the links.
-func settled(ctx context.Context) (defaults, records, links []string) {
+// returns the node's state then, for expectNoLeaks.
+func settled(ctx context.Context) nodeState {
+	var state nodeState
 	Eventually(func(g Gomega) {
 		pods := &corev1.PodList{}
 		g.Expect(k8s.List(ctx, pods)).To(Succeed())
@@ -318,13 +379,39 @@ func settled(ctx context.Context) (defaults, records, links []string) {
 			n++
 			ips = append(ips, p.Status.PodIP)
 		}
-		defaults = heldAddresses(cluster.DefaultNetwork)
-		g.Expect(defaults).To(ConsistOf(ips), "default network allocations vs pods")
-		records = allRecords()
-		g.Expect(records).To(HaveLen(n), "records vs pods")
-		links = nodeLinks()
+		g.Expect(heldAddresses(cluster.DefaultNetwork)).To(ConsistOf(ips), "default network allocations vs pods")
+		g.Expect(allRecords()).To(HaveLen(n), "records vs pods")
+		state = nodeNow()
 		time.Sleep(time.Second)
-		g.Expect(nodeLinks()).To(Equal(links), "links still changing")
+		g.Expect(nodeNow()).To(Equal(state), "the node's state still changing")
 	}).WithContext(ctx).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
-	return defaults, records, links
+	return state
+}
+
+// expectNoLeaks waits until the node holds nothing that it did not hold
+// before (settled's state): no host-local allocation in any network, the
+// default network's included, whatever path the spec's sandboxes took
+// (never attached through plexus, failed ADDs retried by kubelet, torn
+// down by the sweep); no record, cached result or link; no results file
+// without its record.
+func expectNoLeaks(ctx context.Context, before nodeState) {
+	Eventually(func(g Gomega) {
+		now := nodeNow()
+		g.Expect(newAllocations(before.Allocations, now.Allocations)).To(BeEmpty(), "host-local allocations left, in any network")
+		g.Expect(added(before.Records, now.Records)).To(BeEmpty(), "records left in %s", cluster.PlexusRecordsDir)
+		g.Expect(orphanResults()).To(BeEmpty(), "results files without their record")
+		g.Expect(added(before.Cached, now.Cached)).To(BeEmpty(), "cached CNI results left")
+		g.Expect(added(before.Links, now.Links)).To(BeEmpty(), "links left on the node")
+	}).WithContext(ctx).WithTimeout(45 * time.Second).WithPolling(time.Second).Should(Succeed())
+}
+
+// added lists the elements of now that before does not hold.
+func added(before, now []string) []string {
+	var out []string
+	for _, s := range now {
+		if !slices.Contains(before, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -78,19 +78,6 @@ func deleteAll(ctx context.Context, pods []*corev1.Pod) {
 	}
 }
 
-// expectNoLeaks waits until the node holds exactly the default network's
-// allocations, the records and the links it held before, and nothing in
-// the spec's networks.
-func expectNoLeaks(ctx context.Context, networks []string, defaultBefore, recordsBefore, linksBefore []string) {
-	Eventually(func(g Gomega) {
-		g.Expect(heldAddresses(networks...)).To(BeEmpty(), "host-local allocations left in the spec's networks")
-		g.Expect(heldAddresses(cluster.DefaultNetwork)).To(ConsistOf(defaultBefore), "default network allocations")
-		g.Expect(allRecords()).To(ConsistOf(recordsBefore), "records in %s", cluster.PlexusRecordsDir)
-		g.Expect(orphanResults()).To(BeEmpty(), "results files without their record")
-		g.Expect(nodeLinks()).To(ConsistOf(linksBefore), "links on the node")
-	}).WithContext(ctx).WithTimeout(45 * time.Second).WithPolling(time.Second).Should(Succeed())
-}
-
 // removeLinkAfter deletes a link the spec's delegates create (a bridge)
 // when the spec ends.
 func removeLinkAfter(name string) {
@@ -115,7 +102,7 @@ var _ = Describe("30 pods with 3 networks each", Serial, func() {
 		// The bridge is made by the first ADD and stays: make it now, so
 		// that the links before and after differ only by leaks.
 		Expect(netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: bridge}})).To(Succeed())
-		defaultBefore, recordsBefore, linksBefore := settled(ctx)
+		before := settled(ctx)
 
 		start := time.Now()
 		pods := burst(ctx, ns, "p", 30, "a,b,c", nil)
@@ -131,7 +118,7 @@ var _ = Describe("30 pods with 3 networks each", Serial, func() {
 		start = time.Now()
 		deleteAll(ctx, pods)
 		By(fmt.Sprintf("30 pods gone in %s", time.Since(start).Round(time.Second)))
-		expectNoLeaks(ctx, networks, defaultBefore, recordsBefore, linksBefore)
+		expectNoLeaks(ctx, before)
 	})
 })
 
@@ -197,7 +184,7 @@ var _ = Describe("the daemon killed during a burst of pod creations", Serial, fu
 		network := netName(ns, "crash")
 		removeHostLocalDirs(network)
 		macvlanNAD(ctx, ns, "crash", cluster.MacvlanMasters[1], "10.125.0.0/24", "")
-		defaultBefore, recordsBefore, linksBefore := settled(ctx)
+		before := settled(ctx)
 		pid := daemonPid(ctx)
 		DeferCleanup(waitDaemonReady)
 
@@ -228,7 +215,7 @@ var _ = Describe("the daemon killed during a burst of pod creations", Serial, fu
 		waitDaemonReady(ctx)
 
 		deleteAll(ctx, pods)
-		expectNoLeaks(ctx, []string{network}, defaultBefore, recordsBefore, linksBefore)
+		expectNoLeaks(ctx, before)
 	})
 })
 
