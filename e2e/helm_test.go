@@ -37,34 +37,56 @@ const (
 // uninstall, install again. Serial, and the cluster is left installed with
 // the harness's values whatever happens, so the other specs find plexus
 // as they expect it.
+// helm runs the suite's helm against the cluster and returns its output.
+func helm(ctx context.Context, args ...string) string {
+	bin := os.Getenv(envHelm)
+	Expect(bin).NotTo(BeEmpty(), "%s is not set (make e2e sets it)", envHelm)
+	cmd := exec.CommandContext(ctx, bin, append(args, "--kubeconfig", kubeconfig)...)
+	out, err := cmd.CombinedOutput()
+	Expect(err).NotTo(HaveOccurred(), "helm %s:\n%s", strings.Join(args, " "), out)
+	return string(out)
+}
+
+// install installs or upgrades the release with the values the cluster
+// was installed with, and more arguments (--set ...).
+func install(ctx context.Context, more ...string) {
+	values := os.Getenv(envHelmValues)
+	Expect(values).To(BeAnExistingFile(), "%s: the values the cluster was installed with", envHelmValues)
+	helm(ctx, append([]string{"upgrade", "--install", cluster.Release, chartDir,
+		"--namespace", cluster.PlexusNamespace, "--values", values}, more...)...)
+}
+
+// uninstall uninstalls the release and waits until its daemon pods are
+// gone.
+func uninstall(ctx context.Context) {
+	helm(ctx, "uninstall", cluster.Release, "--namespace", cluster.PlexusNamespace)
+	Eventually(func(g Gomega) {
+		pods := &corev1.PodList{}
+		g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace), client.MatchingLabels{"app.kubernetes.io/name": "plexus"})).To(Succeed())
+		g.Expect(pods.Items).To(BeEmpty(), "daemon pods left")
+	}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
+}
+
+// reinstallAfter leaves the cluster installed with the harness's values
+// when the spec or container ends, whatever happened, so the other specs
+// find plexus as they expect it.
+func reinstallAfter() {
+	Expect(os.Getenv(envHelm)).NotTo(BeEmpty(), "%s is not set (make e2e sets it)", envHelm)
+	Expect(os.Getenv(envHelmValues)).To(BeAnExistingFile(), "%s: the values the cluster was installed with", envHelmValues)
+	DeferCleanup(func(ctx SpecContext) {
+		install(ctx)
+		rolledOut(ctx)
+		waitNodeConfigured(ctx, time.Time{})
+	})
+}
+
 var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
-	var helmBin, values string
 	// left is a pod deleted while plexus was not installed; leftNet its
 	// extra network, whose address only plexus's sweep can release.
 	var left *corev1.Pod
 	var leftNet string
 
-	helm := func(ctx context.Context, args ...string) string {
-		cmd := exec.CommandContext(ctx, helmBin, append(args, "--kubeconfig", kubeconfig)...)
-		out, err := cmd.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), "helm %s:\n%s", strings.Join(args, " "), out)
-		return string(out)
-	}
-	install := func(ctx context.Context, more ...string) {
-		helm(ctx, append([]string{"upgrade", "--install", cluster.Release, chartDir,
-			"--namespace", cluster.PlexusNamespace, "--values", values}, more...)...)
-	}
-
-	BeforeAll(func(ctx SpecContext) {
-		helmBin, values = os.Getenv(envHelm), os.Getenv(envHelmValues)
-		Expect(helmBin).NotTo(BeEmpty(), "%s is not set (make e2e sets it)", envHelm)
-		Expect(values).To(BeAnExistingFile(), "%s: the values the cluster was installed with", envHelmValues)
-		DeferCleanup(func(ctx SpecContext) {
-			install(ctx)
-			rolledOut(ctx)
-			waitNodeConfigured(ctx, time.Time{})
-		})
-	})
+	BeforeAll(reinstallAfter)
 
 	It("upgrades with a changed value: the daemon rolls, running pods keep their networks, new pods attach", func(ctx SpecContext) {
 		// Registered first, so it runs once the namespace's pods are gone.
@@ -158,12 +180,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Eventually(func() []string { return heldAddresses(mv) }).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeEmpty())
 		Eventually(func() []string { return recordsOf(string(multi.UID)) }).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeEmpty())
 
-		helm(ctx, "uninstall", cluster.Release, "--namespace", cluster.PlexusNamespace)
-		Eventually(func(g Gomega) {
-			pods := &corev1.PodList{}
-			g.Expect(k8s.List(ctx, pods, client.InNamespace(cluster.PlexusNamespace), client.MatchingLabels{"app.kubernetes.io/name": "plexus"})).To(Succeed())
-			g.Expect(pods.Items).To(BeEmpty(), "daemon pods left")
-		}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
+		uninstall(ctx)
 		_, err = os.Stat(cluster.PlexusConflist)
 		Expect(errors.Is(err, fs.ErrNotExist)).To(BeTrue(), "%s after uninstall: %v", cluster.PlexusConflist, err)
 		after, err := os.ReadFile(cluster.DefaultConflist)
