@@ -34,6 +34,8 @@ func (e *Engine) Add(ctx context.Context, req *Request) (types.Result, error) {
 	}
 	rec, err := e.plan(ctx, req, conf)
 	if err != nil {
+		// Nothing ran: the runtime's DELs that follow have nothing to undo.
+		_ = e.Store.MarkTornDown(req.ContainerID)
 		return nil, err
 	}
 	if err := e.Store.Save(rec); err != nil {

@@ -15,6 +15,17 @@ import (
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
+// countingCNI counts the DELs it runs.
+type countingCNI struct {
+	*libcni.CNIConfig
+	dels int
+}
+
+func (c *countingCNI) DelNetworkList(ctx context.Context, list *libcni.NetworkConfigList, rt *libcni.RuntimeConf) error {
+	c.dels++
+	return c.CNIConfig.DelNetworkList(ctx, list, rt)
+}
+
 // runtimeAdd attaches a sandbox to the node's default network the way the
 // runtime does without plexus: libcni straight on the default conflist,
 // with the runtime's own result cache.
@@ -61,7 +72,8 @@ func TestDelWithoutARecordReleasesTheDefaultNetwork(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFixture(t, "1.0.0")
 			runtime := libcni.NewCNIConfigWithCacheDir([]string{plugintest.PluginsDir(t)}, t.TempDir(), nil)
-			f.engine.RuntimeCNI = runtime
+			counted := &countingCNI{CNIConfig: runtime}
+			f.engine.RuntimeCNI = counted
 			pod := f.addPod("team", "old", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
 			netns := plugintest.NewNS(t)
 			del := f.req("DEL", "c-old", netns, pod)
@@ -90,8 +102,50 @@ func TestDelWithoutARecordReleasesTheDefaultNetwork(t *testing.T) {
 			}
 			f.mustDo(del)
 			f.assertClean(netns, "c-old")
+			if counted.dels != 1 {
+				t.Errorf("the default network's DEL ran %d times for two DELs of the sandbox, want once", counted.dels)
+			}
 		})
 	}
+}
+
+// A runtime sends two or three DELs per sandbox. Once plexus has torn a
+// sandbox down (or its ADD failed before anything ran), the later DELs
+// find its tombstone and run nothing: they are not taken for the DEL of a
+// sandbox plexus never attached.
+func TestRepeatedDelsOfATornDownSandboxRunNothing(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	counted := &countingCNI{CNIConfig: libcni.NewCNIConfigWithCacheDir([]string{plugintest.PluginsDir(t)}, t.TempDir(), nil)}
+	f.engine.RuntimeCNI = counted
+	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "hl-net"})
+	broken := f.addPod("team", "broken", map[string]string{"k8s.v1.cni.cncf.io/networks": "no-such-net"})
+
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	for i := 0; i < 3; i++ {
+		f.mustDo(f.req("DEL", "c1", netns, pod))
+	}
+	f.assertClean(netns, "c1", "hl-net")
+	if _, err := f.do(f.req("ADD", "c2", netns, broken)); err == nil {
+		t.Fatal("ADD of a missing network succeeded")
+	}
+	for i := 0; i < 3; i++ {
+		f.mustDo(f.req("DEL", "c2", netns, broken))
+	}
+	if counted.dels != 0 {
+		t.Errorf("the default network's DEL ran %d times for sandboxes plexus had torn down, want none", counted.dels)
+	}
+	if !f.engine.Store.TornDown("c1") || !f.engine.Store.TornDown("c2") {
+		t.Errorf("tombstones: c1 %t, c2 %t; want both", f.engine.Store.TornDown("c1"), f.engine.Store.TornDown("c2"))
+	}
+	// A new ADD of the sandbox starts over: its DEL is from its record.
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	if f.engine.Store.TornDown("c1") {
+		t.Error("a new record of the sandbox kept its tombstone")
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "hl-net")
 }
 
 // A network whose chain names a plugin the node lacks fails its ADD after

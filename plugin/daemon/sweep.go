@@ -23,6 +23,10 @@ const (
 	retryEvery = 10 * time.Second
 )
 
+// tombstoneTTL is how long a torn-down sandbox's tombstone is kept: far
+// longer than a runtime takes to send its last DEL of it.
+const tombstoneTTL = time.Hour
+
 // Sweep tears down the attachments of sandboxes plexus still holds a
 // record of although no teardown is coming, and returns how many it tore
 // down. Two kinds:
@@ -41,9 +45,13 @@ const (
 //     up, once their backoff (retryDue) has passed. A record goes only
 //     when every delegate's DEL succeeded.
 //
-// The daemon runs it once its caches synced and then every
+// It also prunes the tombstones of sandboxes torn down over tombstoneTTL
+// ago. The daemon runs it once its caches synced and then every
 // Options.SweepEvery, and retries failed teardowns every retryEvery.
 func (d *Daemon) Sweep(ctx context.Context) int {
+	if _, err := d.Engine.Store.PruneTombstones(time.Now().Add(-tombstoneTTL)); err != nil {
+		ctrl.Log.WithName("plexus").WithName("sweep").Error(err, "pruning the tombstones of torn-down sandboxes")
+	}
 	return d.sweep(ctx, false)
 }
 
@@ -123,11 +131,12 @@ func (d *Daemon) sweepLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case now := <-tick.C:
-			full := !now.Before(next)
-			if full {
-				next = now.Add(d.sweepEvery)
+			if now.Before(next) {
+				d.sweep(ctx, true)
+				continue
 			}
-			d.sweep(ctx, !full)
+			next = now.Add(d.sweepEvery)
+			d.Sweep(ctx)
 		}
 	}
 }

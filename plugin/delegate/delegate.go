@@ -148,16 +148,26 @@ func Del(ctx context.Context, cni libcni.CNI, containerID, netns string, a *reco
 	return nil
 }
 
+// PluginFinder is a libcni.CNI that can tell whether a plugin is
+// installed, the way it looks plugins up (nodeexec.CNI does).
+type PluginFinder interface {
+	Has(plugin string) bool
+}
+
 // firstMissing is the index of a list's first plugin whose binary is not
-// in cni's path, or -1. Only a *libcni.CNIConfig says where it looks; with
-// any other CNI every plugin counts as present.
+// where cni looks, or -1. A PluginFinder says; a *libcni.CNIConfig with
+// libcni's own exec looks in its Path; with any other CNI every plugin
+// counts as present.
 func firstMissing(cni libcni.CNI, list *libcni.NetworkConfigList) int {
-	c, ok := cni.(*libcni.CNIConfig)
-	if !ok {
-		return -1
+	has := func(string) bool { return true }
+	switch c := cni.(type) {
+	case PluginFinder:
+		has = c.Has
+	case *libcni.CNIConfig:
+		has = func(plugin string) bool { _, err := invoke.FindInPath(plugin, c.Path); return err == nil }
 	}
 	for i, p := range list.Plugins {
-		if _, err := invoke.FindInPath(p.Network.Type, c.Path); err != nil {
+		if !has(p.Network.Type) {
 			return i
 		}
 	}
@@ -178,10 +188,10 @@ func Teardown(ctx context.Context, cni libcni.CNI, containerID, netns string, at
 }
 
 // DelSandbox undoes a sandbox from its record and removes the record and
-// its lock file. It takes the sandbox's lock. With no record, it calls
-// unrecorded (when not nil) under that lock: a sandbox plexus never
-// attached may still hold what the runtime's own ADD made before plexus
-// was its plugin.
+// its lock file. It takes the sandbox's lock. With no record, and no
+// tombstone saying plexus already tore it down, it calls unrecorded (when
+// not nil) under that lock: a sandbox plexus never attached may still hold
+// what the runtime's own ADD made before plexus was its plugin.
 func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string, unrecorded func(context.Context) error) error {
 	unlock, err := store.Lock(ctx, containerID)
 	if err != nil {
@@ -191,8 +201,10 @@ func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, contai
 	err = TeardownRecord(ctx, cni, store, containerID, netns)
 	if errors.Is(err, errNoRecord) {
 		err = nil
-		if unrecorded != nil {
-			err = unrecorded(ctx)
+		if unrecorded != nil && !store.TornDown(containerID) {
+			if err = unrecorded(ctx); err == nil {
+				err = store.MarkTornDown(containerID)
+			}
 		}
 	}
 	if err != nil {

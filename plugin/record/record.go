@@ -124,6 +124,9 @@ func (s *Store) path(id string) string { return filepath.Join(s.Dir, id+".json")
 
 func (s *Store) resultsPath(id string) string { return filepath.Join(s.Dir, id+".results") }
 
+// tombstonePath marks a sandbox whose teardown is done (see TornDown).
+func (s *Store) tombstonePath(id string) string { return filepath.Join(s.Dir, id+".gone") }
+
 // ErrPartial marks a record file that is not whole: the daemon or the node
 // died while Save was writing it, before any delegate ran (Save returns
 // only once the file is on disk, and ADD runs no delegate before that).
@@ -148,6 +151,7 @@ func (s *Store) Save(r *Record) error {
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
 	_ = os.Remove(s.resultsPath(r.ContainerID)) // results of an earlier record
+	_ = os.Remove(s.tombstonePath(r.ContainerID))
 	f, err := os.OpenFile(s.path(r.ContainerID), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if errors.Is(err, os.ErrExist) {
 		err = writeFile(s.path(r.ContainerID), data, 0o600, true)
@@ -281,9 +285,11 @@ func (s *Store) loadResults(r *Record) {
 	}
 }
 
-// Remove deletes a record; a missing one is not an error. The removal is
-// not synced: a record a crash brings back only gets its DEL again, which
-// every delegate takes as a no-op.
+// Remove deletes a record once its sandbox is torn down, and leaves a
+// tombstone saying so (see TornDown); a missing record is not an error.
+// Nothing is synced: a record a crash brings back only gets its DEL again,
+// which every delegate takes as a no-op, and a lost tombstone costs the
+// default network's DEL of a sandbox that holds nothing.
 func (s *Store) Remove(id string) error {
 	if err := CheckContainerID(id); err != nil {
 		return err
@@ -294,7 +300,55 @@ func (s *Store) Remove(id string) error {
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: %w", id, err)
 	}
-	return nil
+	return s.MarkTornDown(id)
+}
+
+// MarkTornDown leaves a sandbox's tombstone: plexus has undone everything
+// of it (or an ADD of it failed before any delegate ran). A runtime sends
+// two or three DELs per sandbox; the tombstone tells the later ones from
+// the DEL of a sandbox plexus never attached, which gets the default
+// network's DEL. PruneTombstones removes old ones.
+func (s *Store) MarkTornDown(id string) error {
+	if err := CheckContainerID(id); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(s.tombstonePath(id), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("record %s: tombstone: %w", id, err)
+	}
+	return f.Close()
+}
+
+// TornDown reports whether the sandbox has a tombstone: plexus attached it
+// and has since undone everything, so a DEL has nothing to do.
+func (s *Store) TornDown(id string) bool {
+	if CheckContainerID(id) != nil {
+		return false
+	}
+	_, err := os.Stat(s.tombstonePath(id))
+	return err == nil
+}
+
+// PruneTombstones removes the tombstones left before the given time and
+// returns how many it removed. A runtime's DELs of one sandbox come within
+// seconds of each other, so a tombstone is of no use after minutes.
+func (s *Store) PruneTombstones(before time.Time) (int, error) {
+	entries, err := os.ReadDir(s.Dir)
+	if err != nil {
+		return 0, fmt.Errorf("record store: %w", err)
+	}
+	pruned := 0
+	for _, e := range entries {
+		if !e.Type().IsRegular() || filepath.Ext(e.Name()) != ".gone" {
+			continue
+		}
+		if info, err := e.Info(); err == nil && info.ModTime().Before(before) {
+			if os.Remove(filepath.Join(s.Dir, e.Name())) == nil {
+				pruned++
+			}
+		}
+	}
+	return pruned, nil
 }
 
 // IDs lists the container ids that have a record, sorted.

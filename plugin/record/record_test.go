@@ -431,7 +431,7 @@ func TestUpdateWritesResultsBesideTheRecord(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(s.Dir)
 	for _, e := range entries {
-		if e.Name() != "locks" {
+		if e.Name() != "locks" && e.Name() != hexID+".gone" {
 			t.Errorf("%s left after Remove", e.Name())
 		}
 	}
@@ -554,5 +554,48 @@ func TestMarkFailedKeepsTheRecordWhole(t *testing.T) {
 	}
 	if again, err := s.Load(hexID); err != nil || again.Failed != nil {
 		t.Errorf("a new record of the sandbox: %+v, %v; want no failure", again, err)
+	}
+}
+
+// Remove leaves a tombstone that a new record of the sandbox clears, and
+// PruneTombstones removes the old ones only; none counts as a record.
+func TestTombstones(t *testing.T) {
+	s := newStore(t)
+	if s.TornDown(hexID) {
+		t.Fatal("a tombstone before anything happened")
+	}
+	if err := s.Save(planned(hexID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove(hexID); err != nil {
+		t.Fatal(err)
+	}
+	if !s.TornDown(hexID) {
+		t.Error("no tombstone after Remove")
+	}
+	if ids, _ := s.IDs(); len(ids) != 0 {
+		t.Errorf("IDs = %q: a tombstone counts as a record", ids)
+	}
+	if err := s.Save(planned(hexID)); err != nil {
+		t.Fatal(err)
+	}
+	if s.TornDown(hexID) {
+		t.Error("a new record kept the tombstone")
+	}
+	if err := s.MarkTornDown("old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkTornDown("new"); err != nil {
+		t.Fatal(err)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(filepath.Join(s.Dir, "old.gone"), hourAgo, hourAgo); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PruneTombstones(time.Now().Add(-time.Minute)); err != nil || n != 1 {
+		t.Errorf("PruneTombstones = %d, %v; want 1", n, err)
+	}
+	if s.TornDown("old") || !s.TornDown("new") {
+		t.Errorf("after pruning: old %t, new %t; want only new", s.TornDown("old"), s.TornDown("new"))
 	}
 }
