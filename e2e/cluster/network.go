@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -24,7 +25,10 @@ var hostDirs = []string{"/etc/cni", "/opt/cni", "/var/lib/cni", KubeletRootDir, 
 
 // defaultConflist is the node's default network: the reference bridge
 // plugin with host-local addresses, as kube-router and the seed clusters
-// use. No default route and no masquerading: pods reach each other and the
+// use, with portmap (hostPorts) and bandwidth (the pod annotations
+// kubernetes.io/ingress-bandwidth and egress-bandwidth) chained, each with
+// its capability, as Flannel's and Calico's default conflists chain them.
+// No default route and no masquerading: pods reach each other and the
 // node, never beyond it.
 func defaultConflist() []byte {
 	type obj = map[string]any
@@ -41,6 +45,13 @@ func defaultConflist() []byte {
 				"type":   "host-local",
 				"ranges": [][]obj{{{"subnet": PodCIDR}}},
 			},
+		}, {
+			"type":         "portmap",
+			"capabilities": obj{"portMappings": true},
+			"snat":         true,
+		}, {
+			"type":         "bandwidth",
+			"capabilities": obj{"bandwidth": true},
 		}},
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
@@ -242,43 +253,47 @@ var TestPlugins = map[string]string{"faulty": "./plugin/plugintest/faulty"}
 
 // installTestPlugins builds TestPlugins and installs each into CNIBinDir,
 // replacing an earlier build, so that a reused cluster runs the work
-// tree's. The replacement is a rename: a runtime may be executing the old
-// binary.
+// tree's.
 func (c *Cluster) installTestPlugins(ctx context.Context) error {
-	for _, d := range []string{CNIBinDir, c.path("bin")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	installed := map[string]bool{}
-	for _, f := range c.readLines("installed") {
-		installed[f] = true
+	if err := os.MkdirAll(c.path("bin"), 0o755); err != nil {
+		return err
 	}
 	for name, pkg := range TestPlugins {
 		built := c.path("bin", name)
 		if err := images.GoBuild(ctx, c.RepoDir, pkg, built); err != nil {
 			return fmt.Errorf("test plugin %s: %w", name, err)
 		}
-		dst := filepath.Join(CNIBinDir, name)
-		if !installed[dst] {
-			if _, err := os.Stat(dst); err == nil {
-				return fmt.Errorf("%s is there and not the cluster's: not replacing it with the test plugin", dst)
-			}
-			if err := c.appendLines("installed", dst); err != nil {
-				return err
-			}
-		}
 		data, err := os.ReadFile(built)
 		if err != nil {
 			return err
 		}
-		tmp := dst + ".e2e-new"
-		if err := os.WriteFile(tmp, data, 0o755); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, dst); err != nil {
+		if err := c.installPlugin(name, data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// installPlugin installs a plugin the cluster brings (not a reference
+// plugin) into CNIBinDir, replacing the cluster's earlier copy but never a
+// file that was there before the cluster. The replacement is a rename: a
+// runtime may be executing the old binary.
+func (c *Cluster) installPlugin(name string, data []byte) error {
+	if err := os.MkdirAll(CNIBinDir, 0o755); err != nil {
+		return err
+	}
+	dst := filepath.Join(CNIBinDir, name)
+	if !slices.Contains(c.readLines("installed"), dst) {
+		if _, err := os.Stat(dst); err == nil {
+			return fmt.Errorf("%s is there and not the cluster's: not replacing it", dst)
+		}
+		if err := c.appendLines("installed", dst); err != nil {
+			return err
+		}
+	}
+	tmp := dst + ".e2e-new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }
