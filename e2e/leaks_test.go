@@ -275,8 +275,11 @@ func sandboxFailures(ctx context.Context, pod *corev1.Pod) int {
 func cleanHostLocalAfter() {
 	held := allocations()
 	dirs := map[string]bool{}
+	// On a fresh node no pod has had an address yet: no dir at all.
 	entries, err := os.ReadDir(cluster.HostLocalDir)
-	Expect(err).NotTo(HaveOccurred())
+	if !os.IsNotExist(err) {
+		Expect(err).NotTo(HaveOccurred())
+	}
 	for _, e := range entries {
 		dirs[e.Name()] = true
 	}
@@ -298,7 +301,9 @@ func cleanHostLocalAfter() {
 			Expect(os.RemoveAll(filepath.Join(cluster.HostLocalDir, a))).To(Succeed())
 		}
 		entries, err := os.ReadDir(cluster.HostLocalDir)
-		Expect(err).NotTo(HaveOccurred())
+		if !os.IsNotExist(err) {
+			Expect(err).NotTo(HaveOccurred())
+		}
 		for _, e := range entries {
 			if !dirs[e.Name()] {
 				Expect(os.RemoveAll(filepath.Join(cluster.HostLocalDir, e.Name()))).To(Succeed())
