@@ -34,6 +34,7 @@ import (
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/cniserver"
+	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/kube"
 	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/netstore"
@@ -239,6 +240,9 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	networks := &controllers.NetworkReconciler{Reader: mgr.GetClient(), Store: netStore, ConfDir: o.CNIConfDir,
 		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: recorder,
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
+	if finder, ok := delegates.(delegate.PluginFinder); ok {
+		networks.HasPlugin = finder.Has
+	}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
 	networks.HostPaths = controllers.HostPaths(o.HostPrefix)
