@@ -165,7 +165,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.buildImages(ctx); err != nil {
 		return err
 	}
-	if err := c.prepareHost(); err != nil {
+	if err := c.prepareHost(nodeIP); err != nil {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	if err := c.installTestPlugins(ctx); err != nil {

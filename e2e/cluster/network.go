@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,8 +30,11 @@ var hostDirs = []string{"/etc/cni", "/opt/cni", "/var/lib/cni", KubeletRootDir, 
 // kubernetes.io/ingress-bandwidth and egress-bandwidth) chained, each with
 // its capability, as Flannel's and Calico's default conflists chain them.
 // No default route and no masquerading: pods reach each other and the
-// node, never beyond it.
-func defaultConflist() []byte {
+// node, never beyond it. The route to the node's own address is what a
+// pod answering a hostPort needs: portmap DNATs a connection to the
+// node's address without masquerading it, so the pod replies to that
+// address (on real clusters, through its default route).
+func defaultConflist(nodeIP net.IP) []byte {
 	type obj = map[string]any
 	conf := obj{
 		"cniVersion": "1.0.0",
@@ -44,6 +48,7 @@ func defaultConflist() []byte {
 			"ipam": obj{
 				"type":   "host-local",
 				"ranges": [][]obj{{{"subnet": PodCIDR}}},
+				"routes": []obj{{"dst": (&net.IPNet{IP: nodeIP, Mask: net.CIDRMask(32, 32)}).String()}},
 			},
 		}, {
 			"type":         "portmap",
@@ -64,7 +69,7 @@ func defaultConflist() []byte {
 // prepareHost readies the node's networking before containerd starts: a
 // shared mount for pod netns, the reference plugins, the default network's
 // conflist and the veths macvlan networks use as masters.
-func (c *Cluster) prepareHost() error {
+func (c *Cluster) prepareHost(nodeIP net.IP) error {
 	var created []string
 	for _, d := range hostDirs {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
@@ -89,7 +94,7 @@ func (c *Cluster) prepareHost() error {
 	if err := c.appendLines("installed", DefaultConflist); err != nil {
 		return err
 	}
-	if err := os.WriteFile(DefaultConflist, defaultConflist(), 0o644); err != nil {
+	if err := os.WriteFile(DefaultConflist, defaultConflist(nodeIP), 0o644); err != nil {
 		return err
 	}
 	for _, name := range MacvlanMasters {
@@ -246,10 +251,14 @@ func (c *Cluster) readLines(list string) []string {
 
 // TestPlugins are CNI plugins of plexus's own, made for tests, that the
 // cluster installs into CNIBinDir beside the reference plugins, by type:
-// "faulty" fails its ADD or its first DELs on purpose (its doc comment).
-// They are built from the work tree, statically like the reference
-// plugins, since the daemon runs them from its own image.
-var TestPlugins = map[string]string{"faulty": "./plugin/plugintest/faulty"}
+// "faulty" fails its ADD or its first DELs on purpose; "subnetenv" is
+// shaped like Flannel's plugin, reading the node's subnet file (their doc
+// comments). They are built from the work tree, statically like the
+// reference plugins.
+var TestPlugins = map[string]string{
+	"faulty":    "./plugin/plugintest/faulty",
+	"subnetenv": "./e2e/cluster/testplugin/subnetenv",
+}
 
 // installTestPlugins builds TestPlugins and installs each into CNIBinDir,
 // replacing an earlier build, so that a reused cluster runs the work

@@ -100,7 +100,11 @@ func (c *Cluster) nodeCurrent() error {
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(conf, defaultConflist()) {
+	nodeIP, err := hostIP()
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(conf, defaultConflist(nodeIP)) {
 		return fmt.Errorf("%s is not the default network this tool writes", DefaultConflist)
 	}
 	for _, f := range []string{WhereaboutsKubeconfig, WhereaboutsConf, filepath.Join(CNIBinDir, "whereabouts")} {
