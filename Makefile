@@ -250,3 +250,15 @@ e2e: cluster-deps cluster-tool ## The ginkgo e2e suite on the cluster (reused if
 	if [ "$(KEEP_CLUSTER)" != 1 ]; then $(call cluster,down) || rc=$$?; \
 	else echo "KEEP_CLUSTER=1: the cluster keeps running (make cluster-down)"; fi; \
 	exit $$rc
+
+# whereabouts, the cluster-wide IPAM plugin the e2e cluster installs on its
+# node (plugin, CRDs, kubeconfig): built from the Go module proxy through
+# the wrapper module hack/whereabouts, cached per version.
+WHEREABOUTS_VERSION := $(shell hack/build-whereabouts.sh --print-version)
+WHEREABOUTS_DIR     := $(CACHE)/whereabouts/$(WHEREABOUTS_VERSION)
+
+.PHONY: whereabouts
+whereabouts: ## Build whereabouts' IPAM plugin from source, static, and copy its CRDs (cached per version, ~1 min cold).
+	hack/build-whereabouts.sh $(WHEREABOUTS_DIR)
+
+cluster-deps: whereabouts

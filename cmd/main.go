@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/plugin/nodeexec"
 )
 
 func main() {
@@ -40,7 +41,9 @@ func main() {
 	flag.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
 		"a file (written by the default network) that must exist before plexus's conflist is written")
 	flag.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix,
-		"where the node's root is mounted in this container; NodeNetworkStatus and Events show paths without it")
+		"where the node's root filesystem is mounted in this container: delegates run chrooted into it, as the runtime runs them on the node, and NodeNetworkStatus and Events show paths without it")
+	flag.StringVar(&o.NodePath, "node-path", o.NodePath,
+		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
 	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")

@@ -48,6 +48,10 @@ type NetworkReconciler struct {
 	Store   *netstore.Store
 	ConfDir string
 	BinDir  string
+	// HasPlugin, if set, says whether a plugin type is installed, the way
+	// the delegates are run (a daemon running them in the node's root
+	// resolves links within it); nil looks in BinDir.
+	HasPlugin func(plugin string) bool
 	// HostPaths shows paths in Events as the node sees them.
 	HostPaths HostPaths
 	NodeName  string
@@ -84,7 +88,7 @@ func (r *NetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
-	n, warnings, problem, missing := Validate(nad, r.ConfDir, r.BinDir)
+	n, warnings, problem, missing := Validate(nad, r.ConfDir, r.BinDir, r.HasPlugin)
 	result := ctrl.Result{}
 	if nad.Spec.Config == "" || problem != nil && problem.Reason == ReasonPluginMissing {
 		result.RequeueAfter = recheck
@@ -115,8 +119,9 @@ func (r *NetworkReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 
 // Validate checks a definition as this node would run it. It returns the
 // normalised network, a warning, or the problem that rejects it (with the
-// plugin types missing from binDir, if that is the problem).
-func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string) (*netconf.Network, *v1alpha1.NetworkProblem, *v1alpha1.NetworkProblem, []string) {
+// plugin types missing from binDir, if that is the problem). has says
+// whether a plugin type is installed; nil looks in binDir.
+func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string, has func(string) bool) (*netconf.Network, *v1alpha1.NetworkProblem, *v1alpha1.NetworkProblem, []string) {
 	key := k8stypes.NamespacedName{Namespace: nad.Namespace, Name: nad.Name}
 	problem := func(reason, format string, args ...interface{}) *v1alpha1.NetworkProblem {
 		return &v1alpha1.NetworkProblem{Namespace: key.Namespace, Name: key.Name, Reason: reason, Message: fmt.Sprintf(format, args...)}
@@ -137,7 +142,10 @@ func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string) (*
 	if plugin.IsOwnConfig("", n) {
 		return nil, nil, problem(ReasonInvalidConfig, "spec.config: delegates to plexus itself"), nil
 	}
-	if missing := missingPlugins(n, binDir); len(missing) > 0 {
+	if has == nil {
+		has = func(t string) bool { return exists(filepath.Join(binDir, t)) }
+	}
+	if missing := missingPlugins(n, has); len(missing) > 0 {
 		return nil, nil, problem(ReasonPluginMissing, "plugin %s not found in %s (delegate %s)",
 			strings.Join(missing, ", "), binDir, pluginTypes(n)), missing
 	}
@@ -147,12 +155,12 @@ func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string) (*
 	return n, nil, nil, nil
 }
 
-// missingPlugins lists the plugin and IPAM types of a network that the bin
-// dir lacks.
-func missingPlugins(n *netconf.Network, binDir string) []string {
+// missingPlugins lists the plugin and IPAM types of a network that are not
+// installed.
+func missingPlugins(n *netconf.Network, has func(string) bool) []string {
 	var missing []string
 	check := func(t string) {
-		if t != "" && !slices.Contains(missing, t) && !exists(filepath.Join(binDir, t)) {
+		if t != "" && !slices.Contains(missing, t) && !has(t) {
 			missing = append(missing, t)
 		}
 	}

@@ -387,6 +387,10 @@ func InstallShim(src, dst string) (bool, error) {
 		return false, fmt.Errorf("reading the shim: %w", err)
 	}
 	defer f.Close()
+	// A fresh node may have no CNI bin dir yet.
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return false, fmt.Errorf("the CNI bin dir: %w", err)
+	}
 	if err := record.WriteFileAtomicFrom(dst, f, 0o755); err != nil {
 		return false, fmt.Errorf("writing %s: %w", dst, err)
 	}

@@ -89,9 +89,8 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 	BeforeAll(reinstallAfter)
 
 	It("upgrades with a changed value: the daemon rolls, running pods keep their networks, new pods attach", func(ctx SpecContext) {
-		// Registered first, so it runs once the namespace's pods are gone.
-		const dataDir = "/var/lib/plexus-e2e-data"
-		DeferCleanup(func() { Expect(os.RemoveAll(dataDir)).To(Succeed()) })
+		// Registered first, so it is removed once the namespace's pods are gone.
+		dataDir := filepath.Join(freshNodeDir("/var/lib"), "ipam")
 		ns := newNamespace(ctx)
 		mv1, mv2 := netName(ns, "mv1"), netName(ns, "mv2")
 		removeHostLocalDirs(mv1, mv2)
@@ -108,15 +107,16 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Expect(addrsBefore).To(HaveKey("net2"))
 		oldDaemon := daemonPod(Default, ctx)
 
-		// A network whose IPAM keeps its state outside /var/lib/cni: only
-		// the upgrade's extraHostPaths puts it on the node.
+		// A network whose IPAM keeps its state in a folder of the node that
+		// the daemon mounts nothing for: the new daemon's delegates run in
+		// the node's root, so it lands on the node.
 		outside := netName(ns, "outside")
 		createNAD(ctx, ns, "outside", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "macvlan",
 			"master": %q, "mode": "bridge", "ipam": {"type": "host-local", "subnet": "10.116.0.0/24", "dataDir": %q}}`,
 			outside, cluster.MacvlanMasters[0], dataDir))
 
 		start := time.Now()
-		install(ctx, "--set", "logLevel=debug", "--set", "extraHostPaths[0]="+dataDir)
+		install(ctx, "--set", "logLevel=debug")
 		rolledOut(ctx)
 		newDaemon := waitNewDaemon(ctx, oldDaemon.UID)
 		AddReportEntry("helm upgrade to the new daemon Ready", time.Since(start).Round(100*time.Millisecond).String())
@@ -140,7 +140,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Expect(podAddresses(podExec(ctx, before, "ip", "-o", "-4", "addr"))).To(Equal(addrsBefore))
 		Expect(networkStatus(ctx, before)).To(Equal(statusBefore))
 
-		// And the new daemon attaches new pods, with the mounted directory.
+		// And the new daemon attaches new pods, the folder's network too.
 		after := busyboxPod(ns, "after", "mv1,mv2,outside")
 		Expect(k8s.Create(ctx, after)).To(Succeed())
 		after = waitRunning(ctx, after)

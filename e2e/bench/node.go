@@ -47,6 +47,10 @@ type Config struct {
 	Shim       string // the plexus CNI binary
 	Daemon     string // the plexus-daemon binary (daemon_rss_mib)
 	LogDir     string // the daemons' logs
+	// HostPrefix is the daemon's --host-prefix: "/" runs every delegate
+	// chrooted, as both installs do (into /host there); empty runs them
+	// in the daemon's root.
+	HostPrefix string
 	Progress   io.Writer
 }
 
@@ -268,6 +272,7 @@ func (n *Node) startDaemon(confDir, binDir string) error {
 	o.SocketPath = filepath.Join(n.dir, "run", "plexus.sock")
 	o.StateDir = filepath.Join(n.dir, "state")
 	o.CNIConfDir, o.CNIBinDir = confDir, binDir
+	o.HostPrefix = n.cfg.HostPrefix
 	o.ShimSource = n.cfg.Shim
 	o.MetricsAddr, o.ProbeAddr = "0", "0"
 	restCfg := rest.CopyConfig(n.env.Config)

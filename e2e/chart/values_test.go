@@ -93,13 +93,12 @@ func TestCustomValues(t *testing.T) {
 	}
 	mounts := hostMounts(t, &ds)
 	for host, want := range map[string]mount{
-		"/etc/kubernetes/cni/net.d": {path: "/host/etc/kubernetes/cni/net.d"},
-		"/usr/libexec/cni":          {path: "/host/usr/libexec/cni"},
-		"/var/lib/plexus-custom":    {path: "/var/lib/plexus-custom"},
-		// extraHostPaths: at their own paths; /run/flannel, the readiness
-		// indicator's directory too, is mounted once, writable.
-		"/run/flannel":    {path: "/run/flannel"},
-		"/var/lib/calico": {path: "/var/lib/calico", readOnly: true},
+		// The conf and bin dirs are the node root's, under /host.
+		"/":                      {path: "/host"},
+		"/var/lib/plexus-custom": {path: "/var/lib/plexus-custom"},
+		// The readiness indicator's directory, at its own path, for the
+		// daemon to watch.
+		"/run/flannel": {path: "/run/flannel", readOnly: true},
 	} {
 		if mounts[host] != want {
 			t.Errorf("host path %s mounted as %+v, want %+v", host, mounts[host], want)
@@ -313,13 +312,16 @@ func hostMounts(t *testing.T, ds *appsv1.DaemonSet) map[string]mount {
 }
 
 // checkFlagsOnHostPaths: each path flag points into the mount of the host
-// directory it is about, and the state dir and the socket are at their
-// host paths, where the shim on the host looks for them.
+// directory it is about (the conf and bin dirs and the runtime's cache
+// into the node's root at /host, at their node paths), and the state dir
+// and the socket are at their host paths, where the shim on the host looks
+// for them.
 func checkFlagsOnHostPaths(t *testing.T, objs objects, ds *appsv1.DaemonSet) {
 	t.Helper()
 	mounts := hostMounts(t, ds)
 	f := settings(t, objs, ds)
-	for flag, hostFlag := range map[string]string{"--cni-conf-dir": "", "--cni-bin-dir": "", "--state-dir": "same", "--socket": "same", "--readiness-indicator-file": "same"} {
+	for flag, hostFlag := range map[string]string{"--cni-conf-dir": "", "--cni-bin-dir": "", "--runtime-cache-dir": "",
+		"--state-dir": "same", "--socket": "same", "--readiness-indicator-file": "same"} {
 		v, ok := f[flag]
 		if !ok {
 			continue
@@ -334,6 +336,9 @@ func checkFlagsOnHostPaths(t *testing.T, objs objects, ds *appsv1.DaemonSet) {
 				if hostFlag == "same" && host != v {
 					t.Errorf("%s=%s is host path %s in the container, want the same path", flag, f[flag], host)
 				}
+			}
+			if host == "/" && hostFlag == "" && strings.HasPrefix(v, m.path+"/") {
+				found = true
 			}
 		}
 		if !found {

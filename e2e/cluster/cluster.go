@@ -35,7 +35,8 @@ const (
 	ServiceCIDR   = "10.96.0.0/16"
 
 	// DefaultNetwork is the node's default network, the reference bridge
-	// plugin with host-local addresses from PodCIDR.
+	// plugin with host-local addresses from PodCIDR, portmap and bandwidth
+	// chained.
 	DefaultNetwork  = "cluster"
 	DefaultConflist = "/etc/cni/net.d/10-bridge.conflist"
 	DefaultBridge   = "cni0"
@@ -94,6 +95,10 @@ type Config struct {
 	CNIPluginDir string
 	// ImageDir caches the image archives between runs.
 	ImageDir string
+	// WhereaboutsDir holds whereabouts' IPAM plugin (bin/whereabouts,
+	// static) and its CRDs (crds/), as hack/build-whereabouts.sh builds
+	// them.
+	WhereaboutsDir string
 	// HelmBin is the helm that installs plexus's chart (make helm).
 	HelmBin string
 	// Out gets progress lines.
@@ -160,7 +165,7 @@ func (c *Cluster) Up(ctx context.Context) error {
 	if err := c.buildImages(ctx); err != nil {
 		return err
 	}
-	if err := c.prepareHost(); err != nil {
+	if err := c.prepareHost(nodeIP); err != nil {
 		return fmt.Errorf("preparing the node: %w", err)
 	}
 	if err := c.installTestPlugins(ctx); err != nil {
@@ -169,6 +174,9 @@ func (c *Cluster) Up(ctx context.Context) error {
 	c.progress("node prepared: %s, reference and test plugins in %s, veths %v", DefaultConflist, CNIBinDir, MacvlanMasters)
 	if err := c.startControlPlane(ctx, nodeIP); err != nil {
 		return err
+	}
+	if err := c.installWhereabouts(ctx); err != nil {
+		return fmt.Errorf("whereabouts: %w", err)
 	}
 	if err := c.startContainerd(ctx); err != nil {
 		return err
@@ -209,6 +217,9 @@ func (c *Cluster) preflight() error {
 	if err := images.MustBeStatic(filepath.Join(c.CNIPluginDir, "bridge")); err != nil {
 		return fmt.Errorf("the plexus daemon runs the reference plugins from its own image, which has no C library: %w (make cni-plugins builds them static)", err)
 	}
+	if err := c.checkWhereabouts(); err != nil {
+		return err
+	}
 	for _, addr := range []string{"127.0.0.1:6443", "127.0.0.1:12379", "127.0.0.1:12380", "127.0.0.1:10250", "127.0.0.1:10257", "127.0.0.1:10259"} {
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
@@ -216,9 +227,9 @@ func (c *Cluster) preflight() error {
 		}
 		l.Close()
 	}
-	for _, tool := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr"} {
+	for _, tool := range []string{"containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "iptables-save"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("missing %s (hack/cluster/install-runtime.sh installs Debian's containerd and runc): %w", tool, err)
+			return fmt.Errorf("missing %s (hack/cluster/install-runtime.sh installs Debian's containerd, runc and iptables): %w", tool, err)
 		}
 	}
 	return nil

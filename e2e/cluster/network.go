@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -24,9 +26,15 @@ var hostDirs = []string{"/etc/cni", "/opt/cni", "/var/lib/cni", KubeletRootDir, 
 
 // defaultConflist is the node's default network: the reference bridge
 // plugin with host-local addresses, as kube-router and the seed clusters
-// use. No default route and no masquerading: pods reach each other and the
-// node, never beyond it.
-func defaultConflist() []byte {
+// use, with portmap (hostPorts) and bandwidth (the pod annotations
+// kubernetes.io/ingress-bandwidth and egress-bandwidth) chained, each with
+// its capability, as Flannel's and Calico's default conflists chain them.
+// No default route and no masquerading: pods reach each other and the
+// node, never beyond it. The route to the node's own address is what a
+// pod answering a hostPort needs: portmap DNATs a connection to the
+// node's address without masquerading it, so the pod replies to that
+// address (on real clusters, through its default route).
+func defaultConflist(nodeIP net.IP) []byte {
 	type obj = map[string]any
 	conf := obj{
 		"cniVersion": "1.0.0",
@@ -40,7 +48,15 @@ func defaultConflist() []byte {
 			"ipam": obj{
 				"type":   "host-local",
 				"ranges": [][]obj{{{"subnet": PodCIDR}}},
+				"routes": []obj{{"dst": (&net.IPNet{IP: nodeIP, Mask: net.CIDRMask(32, 32)}).String()}},
 			},
+		}, {
+			"type":         "portmap",
+			"capabilities": obj{"portMappings": true},
+			"snat":         true,
+		}, {
+			"type":         "bandwidth",
+			"capabilities": obj{"bandwidth": true},
 		}},
 	}
 	b, err := json.MarshalIndent(conf, "", "  ")
@@ -53,7 +69,7 @@ func defaultConflist() []byte {
 // prepareHost readies the node's networking before containerd starts: a
 // shared mount for pod netns, the reference plugins, the default network's
 // conflist and the veths macvlan networks use as masters.
-func (c *Cluster) prepareHost() error {
+func (c *Cluster) prepareHost(nodeIP net.IP) error {
 	var created []string
 	for _, d := range hostDirs {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
@@ -78,7 +94,7 @@ func (c *Cluster) prepareHost() error {
 	if err := c.appendLines("installed", DefaultConflist); err != nil {
 		return err
 	}
-	if err := os.WriteFile(DefaultConflist, defaultConflist(), 0o644); err != nil {
+	if err := os.WriteFile(DefaultConflist, defaultConflist(nodeIP), 0o644); err != nil {
 		return err
 	}
 	for _, name := range MacvlanMasters {
@@ -235,50 +251,58 @@ func (c *Cluster) readLines(list string) []string {
 
 // TestPlugins are CNI plugins of plexus's own, made for tests, that the
 // cluster installs into CNIBinDir beside the reference plugins, by type:
-// "faulty" fails its ADD or its first DELs on purpose (its doc comment).
-// They are built from the work tree, statically like the reference
-// plugins, since the daemon runs them from its own image.
-var TestPlugins = map[string]string{"faulty": "./plugin/plugintest/faulty"}
+// "faulty" fails its ADD or its first DELs on purpose; "subnetenv" is
+// shaped like Flannel's plugin, reading the node's subnet file (their doc
+// comments). They are built from the work tree, statically like the
+// reference plugins.
+var TestPlugins = map[string]string{
+	"faulty":    "./plugin/plugintest/faulty",
+	"subnetenv": "./e2e/cluster/testplugin/subnetenv",
+}
 
 // installTestPlugins builds TestPlugins and installs each into CNIBinDir,
 // replacing an earlier build, so that a reused cluster runs the work
-// tree's. The replacement is a rename: a runtime may be executing the old
-// binary.
+// tree's.
 func (c *Cluster) installTestPlugins(ctx context.Context) error {
-	for _, d := range []string{CNIBinDir, c.path("bin")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	installed := map[string]bool{}
-	for _, f := range c.readLines("installed") {
-		installed[f] = true
+	if err := os.MkdirAll(c.path("bin"), 0o755); err != nil {
+		return err
 	}
 	for name, pkg := range TestPlugins {
 		built := c.path("bin", name)
 		if err := images.GoBuild(ctx, c.RepoDir, pkg, built); err != nil {
 			return fmt.Errorf("test plugin %s: %w", name, err)
 		}
-		dst := filepath.Join(CNIBinDir, name)
-		if !installed[dst] {
-			if _, err := os.Stat(dst); err == nil {
-				return fmt.Errorf("%s is there and not the cluster's: not replacing it with the test plugin", dst)
-			}
-			if err := c.appendLines("installed", dst); err != nil {
-				return err
-			}
-		}
 		data, err := os.ReadFile(built)
 		if err != nil {
 			return err
 		}
-		tmp := dst + ".e2e-new"
-		if err := os.WriteFile(tmp, data, 0o755); err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, dst); err != nil {
+		if err := c.installPlugin(name, data); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// installPlugin installs a plugin the cluster brings (not a reference
+// plugin) into CNIBinDir, replacing the cluster's earlier copy but never a
+// file that was there before the cluster. The replacement is a rename: a
+// runtime may be executing the old binary.
+func (c *Cluster) installPlugin(name string, data []byte) error {
+	if err := os.MkdirAll(CNIBinDir, 0o755); err != nil {
+		return err
+	}
+	dst := filepath.Join(CNIBinDir, name)
+	if !slices.Contains(c.readLines("installed"), dst) {
+		if _, err := os.Stat(dst); err == nil {
+			return fmt.Errorf("%s is there and not the cluster's: not replacing it", dst)
+		}
+		if err := c.appendLines("installed", dst); err != nil {
+			return err
+		}
+	}
+	tmp := dst + ".e2e-new"
+	if err := os.WriteFile(tmp, data, 0o755); err != nil {
+		return err
+	}
+	return os.Rename(tmp, dst)
 }

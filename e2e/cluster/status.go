@@ -1,21 +1,27 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Healthy returns nil when every component runs, the node is Ready and
-// plexus's daemon is Ready; otherwise what is wrong.
+// Healthy returns nil when every component runs, the node is set up as
+// this tool sets it up now, the node is Ready and plexus's daemon is
+// Ready; otherwise what is wrong.
 func (c *Cluster) Healthy(ctx context.Context) error {
 	if _, err := os.Stat(c.path("run", "up")); err != nil {
 		return fmt.Errorf("no completed cluster in %s", c.StateDir)
+	}
+	if err := c.nodeCurrent(); err != nil {
+		return err
 	}
 	for _, name := range components {
 		if err := c.alive(name); err != nil {
@@ -84,4 +90,27 @@ func nodeReady(n *corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// nodeCurrent fails when the node's setup is an older tool's: a cluster
+// started before the default network or whereabouts changed is not one
+// the suite can reuse.
+func (c *Cluster) nodeCurrent() error {
+	conf, err := os.ReadFile(DefaultConflist)
+	if err != nil {
+		return err
+	}
+	nodeIP, err := hostIP()
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(conf, defaultConflist(nodeIP)) {
+		return fmt.Errorf("%s is not the default network this tool writes", DefaultConflist)
+	}
+	for _, f := range []string{WhereaboutsKubeconfig, WhereaboutsConf, filepath.Join(CNIBinDir, "whereabouts")} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("whereabouts is not set up: %w", err)
+		}
+	}
+	return nil
 }

@@ -216,6 +216,8 @@ func TestDaemonSetContainer(t *testing.T) {
 	for _, arg := range []string{
 		"--cni-conf-dir=/host/etc/cni/net.d",
 		"--cni-bin-dir=/host/opt/cni/bin",
+		"--host-prefix=/host",
+		"--runtime-cache-dir=/host/var/lib/cni",
 		"--shim-source=/usr/local/bin/plexus",
 		"--state-dir=/var/lib/plexus",
 		"--socket=/run/plexus/plexus.sock",
@@ -279,11 +281,11 @@ func TestDaemonSetHostPaths(t *testing.T) {
 	ds := daemonSet(t)
 	got := hostMounts(t, ds)
 	want := map[string]mount{
-		"/etc/cni/net.d":                 {path: "/host/etc/cni/net.d"},
-		"/opt/cni/bin":                   {path: "/host/opt/cni/bin"},
+		// The node's root: delegates run chrooted into it; the conf and
+		// bin dirs and the runtime's CNI cache are reached through it.
+		"/":                              {path: "/host", propagation: corev1.MountPropagationHostToContainer},
 		"/var/lib/plexus":                {path: "/var/lib/plexus"},
 		"/run/plexus":                    {path: "/run/plexus"},
-		"/var/lib/cni":                   {path: "/var/lib/cni"},
 		"/var/run/netns":                 {path: "/var/run/netns", propagation: corev1.MountPropagationHostToContainer},
 		"/var/lib/kubelet/pod-resources": {path: "/var/lib/kubelet/pod-resources", readOnly: true},
 		// NPWG device-info files of device plugins.
@@ -349,10 +351,9 @@ func TestDaemonSetFlagsOnHostPaths(t *testing.T) {
 		}
 	}
 	for flag, host := range map[string]string{
-		"--cni-conf-dir": "/etc/cni/net.d",
-		"--cni-bin-dir":  "/opt/cni/bin",
-		"--state-dir":    "/var/lib/plexus",
-		"--socket":       "/run/plexus",
+		"--state-dir":   "/var/lib/plexus",
+		"--socket":      "/run/plexus",
+		"--host-prefix": "/",
 	} {
 		v := flags[flag]
 		if flag == "--socket" {
@@ -360,6 +361,17 @@ func TestDaemonSetFlagsOnHostPaths(t *testing.T) {
 		}
 		if m, ok := mounts[host]; !ok || m.path != v {
 			t.Errorf("%s=%s is not the mount of host %s (%+v)", flag, flags[flag], host, m)
+		}
+	}
+	// The dirs the daemon reaches through the node's root are there at
+	// their node paths.
+	for flag, host := range map[string]string{
+		"--cni-conf-dir":      "/etc/cni/net.d",
+		"--cni-bin-dir":       "/opt/cni/bin",
+		"--runtime-cache-dir": "/var/lib/cni",
+	} {
+		if want := flags["--host-prefix"] + host; flags[flag] != want {
+			t.Errorf("%s=%s, want %s: the node's %s under --host-prefix", flag, flags[flag], want, host)
 		}
 	}
 }

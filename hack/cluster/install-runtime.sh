@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what the e2e cluster needs from Debian and nothing else:
-# containerd and runc (the container runtime kubelet talks to) and
-# busybox-static (the test image's only binary).
+# containerd and runc (the container runtime kubelet talks to),
+# busybox-static (the test image's only binary) and iptables (the node's,
+# which the default network's portmap plugin runs for hostPorts, as on any
+# node).
 #
 # usage: hack/cluster/install-runtime.sh
 #
@@ -11,14 +13,14 @@
 # systemd); the cluster tool starts containerd with its own config.
 set -euo pipefail
 
-packages=(containerd runc busybox-static)
+packages=(containerd runc busybox-static iptables)
 
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
-	echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), busybox-static: installed"
+	echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), busybox-static, $(iptables --version): installed"
 	exit 0
 fi
 
@@ -44,4 +46,4 @@ if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 	apt_update
 	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), busybox-static: installed"
+echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), busybox-static, $(iptables --version): installed"

@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
@@ -31,9 +34,11 @@ import (
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/cniserver"
+	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/kube"
 	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/netstore"
+	"github.com/plexus-cni/plexus/plugin/nodeexec"
 	"github.com/plexus-cni/plexus/plugin/record"
 	"github.com/plexus-cni/plexus/plugin/shimapi"
 )
@@ -70,10 +75,17 @@ type Options struct {
 	// stays). Empty keeps the conflist always.
 	PodName      string
 	PodNamespace string
-	// HostPrefix is where the node's root is mounted in the daemon's
-	// container; paths in NodeNetworkStatus and Events are shown without
-	// it, as the node sees them.
+	// HostPrefix is where the node's root filesystem is mounted in the
+	// daemon's container. When set, every delegate runs chrooted into it,
+	// with the node's PATH (NodePath) and CNIBinDir's node path as
+	// CNI_PATH, as the runtime would run it on the node (see
+	// nodeexec.NodeExec); CNIBinDir must then be under it. Paths in
+	// NodeNetworkStatus and Events are shown without it, as the node sees
+	// them. Empty runs delegates in the daemon's own root.
 	HostPrefix string
+	// NodePath is the PATH delegates get when HostPrefix is set; empty is
+	// nodeexec.DefaultNodePath.
+	NodePath string
 	// SweepEvery is how often records of sandboxes that are gone without
 	// a DEL are looked for (see Daemon.Sweep); 0 looks at start only.
 	SweepEvery time.Duration
@@ -103,6 +115,32 @@ func Defaults() Options {
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
 	}
+}
+
+// delegateCNIs are the libcni configs the engine runs delegates with: one
+// with plexus's result cache, one with the runtime's. With a HostPrefix,
+// plugins run in the node's root (nodeexec), from CNIBinDir as the node
+// names it.
+func delegateCNIs(o Options) (libcni.CNI, libcni.CNI, error) {
+	if o.HostPrefix == "" {
+		return libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
+			libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, o.RuntimeCacheDir, nil), nil
+	}
+	root := filepath.Clean(o.HostPrefix)
+	binDir, err := filepath.Rel(root, filepath.Clean(o.CNIBinDir))
+	if err != nil || binDir == ".." || strings.HasPrefix(binDir, "../") {
+		return nil, nil, fmt.Errorf("--cni-bin-dir %s is not under --host-prefix %s: delegates run in the node's root, from the bin dir as the node names it", o.CNIBinDir, o.HostPrefix)
+	}
+	// A node root has /proc (plugins enter netns through it) and /bin: a
+	// prefix that holds only the mounts plexus needs is not one.
+	for _, dir := range []string{"proc/self", "bin"} {
+		if _, err := os.Stat(filepath.Join(root, dir)); err != nil {
+			return nil, nil, fmt.Errorf("--host-prefix %s is not the node's root filesystem (%v): mount the node's / there (hostPath /, mountPropagation HostToContainer), as the chart does", o.HostPrefix, err)
+		}
+	}
+	exec := &nodeexec.NodeExec{Root: root, Path: o.NodePath}
+	nodeBin := []string{"/" + binDir}
+	return nodeexec.NewCNI(exec, nodeBin, shimapi.CacheDir(o.StateDir)), nodeexec.NewCNI(exec, nodeBin, o.RuntimeCacheDir), nil
 }
 
 // Scheme holds the types the daemon reads.
@@ -136,6 +174,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
 	}
+	delegates, runtimeDelegates, err := delegateCNIs(o)
+	if err != nil {
+		return nil, err
+	}
 	log := ctrl.Log.WithName("plexus")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
@@ -168,8 +210,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
 	engine := &plugin.Engine{
-		CNI:               libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
-		RuntimeCNI:        libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, o.RuntimeCacheDir, nil),
+		CNI:               delegates,
+		RuntimeCNI:        runtimeDelegates,
 		Store:             store,
 		ConfDir:           o.CNIConfDir,
 		DefaultNetwork:    o.DefaultNetwork,
@@ -198,6 +240,9 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	networks := &controllers.NetworkReconciler{Reader: mgr.GetClient(), Store: netStore, ConfDir: o.CNIConfDir,
 		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: recorder,
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
+	if finder, ok := delegates.(delegate.PluginFinder); ok {
+		networks.HasPlugin = finder.Has
+	}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
 	networks.HostPaths = controllers.HostPaths(o.HostPrefix)

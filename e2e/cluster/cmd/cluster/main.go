@@ -42,6 +42,7 @@ func main() {
 	fs.StringVar(&cfg.CNIPluginDir, "cni-bin", "", "folder of the statically linked reference CNI plugins (default .cache/cni/v1.9.1/bin, make cni-plugins)")
 	fs.StringVar(&cfg.ImageDir, "image-dir", filepath.Join(repo, ".cache", "images"), "where image archives are written")
 	fs.StringVar(&cfg.HelmBin, "helm", "", "the helm that installs plexus's chart (make helm)")
+	fs.StringVar(&cfg.WhereaboutsDir, "whereabouts-dir", "", "whereabouts' plugin (bin/) and CRDs (crds/) (default .cache/whereabouts/VERSION, make whereabouts)")
 	reuse := fs.Bool("reuse", false, "up: keep a healthy running cluster (re-importing a changed plexus image) instead of starting afresh")
 	fs.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: cluster up|down|status|kubeconfig|values|images|demo [flags]")
@@ -54,7 +55,10 @@ func main() {
 	sub := os.Args[1]
 	_ = fs.Parse(os.Args[2:])
 	if cfg.K8sBinDir == "" {
-		cfg.K8sBinDir = filepath.Join(repo, ".cache", "k8s", k8sVersion(repo), "bin")
+		cfg.K8sBinDir = filepath.Join(repo, ".cache", "k8s", hackVersion(repo, "build-k8s.sh"), "bin")
+	}
+	if cfg.WhereaboutsDir == "" {
+		cfg.WhereaboutsDir = filepath.Join(repo, ".cache", "whereabouts", hackVersion(repo, "build-whereabouts.sh"))
 	}
 	if cfg.CNIPluginDir == "" {
 		cfg.CNIPluginDir = filepath.Join(repo, ".cache", "cni", "v1.9.1", "bin")
@@ -131,11 +135,12 @@ func repoRoot() (string, error) {
 	}
 }
 
-// k8sVersion is the Kubernetes version hack/build-k8s.sh builds.
-func k8sVersion(repo string) string {
-	out, err := exec.Command(filepath.Join(repo, "hack", "build-k8s.sh"), "--print-version").Output()
+// hackVersion is the version a build script of hack/ builds (Kubernetes,
+// whereabouts): its output for --print-version.
+func hackVersion(repo, script string) string {
+	out, err := exec.Command(filepath.Join(repo, "hack", script), "--print-version").Output()
 	if err != nil {
-		fail(fmt.Errorf("hack/build-k8s.sh --print-version: %w", err))
+		fail(fmt.Errorf("hack/%s --print-version: %w", script, err))
 	}
 	return strings.TrimSpace(string(out))
 }
