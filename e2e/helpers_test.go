@@ -263,8 +263,14 @@ func sandboxIDs(uid string, into map[string]bool) {
 // network's bridge, which appears with the node's first pod on that
 // network and stays as long as the cluster.
 func nodeLinks() []string {
-	links, err := netlink.LinkList()
-	Expect(err).NotTo(HaveOccurred())
+	// The kernel interrupts a dump when links change under it (a pod's
+	// veth going with its netns): dump again.
+	var links []netlink.Link
+	Eventually(func() error {
+		var err error
+		links, err = netlink.LinkList()
+		return err
+	}).WithTimeout(10 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	var out []string
 	for _, l := range links {
 		// The default network's bridge appears with the node's first pod

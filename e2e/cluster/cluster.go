@@ -249,7 +249,7 @@ func hostIP() (net.IP, error) {
 			links = append(links, r.LinkIndex)
 		}
 	}
-	all, err := netlink.LinkList()
+	all, err := linkList()
 	if err != nil {
 		return nil, err
 	}

@@ -282,7 +282,13 @@ func (c *Cluster) ours(m string) bool {
 	if filepath.Dir(m) == NetnsDir && netnsName.MatchString(filepath.Base(m)) {
 		return true
 	}
-	for _, dir := range []string{KubeletRootDir, c.StateDir, RuntimeDir, "/run/containerd"} {
+	dirs := []string{KubeletRootDir, c.StateDir, RuntimeDir, "/run/containerd"}
+	// Mount points are real paths: a state dir reached through a link (a
+	// worktree's .cache linked to another's) is mounted on under its target.
+	if real, err := filepath.EvalSymlinks(c.StateDir); err == nil && real != c.StateDir {
+		dirs = append(dirs, real)
+	}
+	for _, dir := range dirs {
 		if m == dir || strings.HasPrefix(m, dir+"/") {
 			return true
 		}
@@ -382,7 +388,7 @@ func removeNetns() error {
 // removeLinks deletes the default network's bridge and every link named
 // like the cluster's veths and bridges (plxe2e-*).
 func removeLinks() error {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return err
 	}
@@ -396,6 +402,19 @@ func removeLinks() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// linkList lists the node's links. The kernel interrupts a dump when links
+// change under it, as those of the containers just removed do while their
+// network namespaces go: it is then dumped again.
+func linkList() ([]netlink.Link, error) {
+	for try := 1; ; try++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || try == 10 {
+			return links, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // removeFiles removes what Up installed on the node, the folders it
