@@ -198,7 +198,7 @@ cluster-tool: $(HELM) ## Build the cluster tool (bin/plexus-cluster: up, down, s
 	go build -o $(CLUSTER_TOOL) ./e2e/cluster/cmd/cluster
 
 .PHONY: cluster-deps
-cluster-deps: cni-plugins ## Build every Kubernetes component from source (cached) and install etcd, containerd, runc, busybox-static.
+cluster-deps: cni-plugins ## Build every Kubernetes component and whereabouts from source (cached) and install etcd, containerd, runc, busybox-static, iptables.
 	hack/build-k8s.sh $(K8S_BIN) all
 	hack/install-etcd.sh $(K8S_BIN)
 	hack/cluster/install-runtime.sh
