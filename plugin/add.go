@@ -124,7 +124,7 @@ func (e *Engine) rollback(ctx context.Context, rec *record.Record, n int, cause 
 // teardown undoes a sandbox's recorded attachments and removes the record;
 // the caller holds the sandbox's lock.
 func (e *Engine) teardown(ctx context.Context, containerID, netns string) error {
-	if err := delegate.TeardownRecordOrNothing(ctx, e.CNI, e.Store, containerID, netns); err != nil {
+	if err := delegate.TeardownRecord(ctx, e.CNI, e.Store, containerID, netns); err != nil {
 		return err
 	}
 	if e.Status != nil {

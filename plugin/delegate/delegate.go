@@ -198,7 +198,7 @@ func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, contai
 		return types.NewError(types.ErrTryAgainLater, err.Error(), "")
 	}
 	defer unlock()
-	err = TeardownRecord(ctx, cni, store, containerID, netns)
+	err = teardownRecord(ctx, cni, store, containerID, netns)
 	if errors.Is(err, errNoRecord) {
 		err = nil
 		if unrecorded != nil && !store.TornDown(containerID) {
@@ -214,16 +214,23 @@ func DelSandbox(ctx context.Context, cni libcni.CNI, store *record.Store, contai
 	return nil
 }
 
-// errNoRecord: TeardownRecord found no record, so undid nothing.
+// errNoRecord: teardownRecord found no record, so undid nothing.
 var errNoRecord = errors.New("no record")
 
 // TeardownRecord undoes a sandbox's recorded attachments and removes the
 // record; the caller holds the sandbox's lock. When a delegate's DEL fails,
 // the record stays, marked Failed, so that a retried DEL (the runtime's, a
-// later ADD's or the sweep's) finishes the job. No record at all returns
-// an error wrapping errNoRecord, which callers outside this package see as
-// success (TeardownRecordOrNothing).
+// later ADD's or the sweep's) finishes the job. No record is nothing to do.
 func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
+	if err := teardownRecord(ctx, cni, store, containerID, netns); !errors.Is(err, errNoRecord) {
+		return err
+	}
+	return nil
+}
+
+// teardownRecord is TeardownRecord, with no record an error wrapping
+// errNoRecord.
+func teardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
 	rec, err := store.Load(containerID)
 	if errors.Is(err, os.ErrNotExist) {
 		return errNoRecord
@@ -239,15 +246,6 @@ func TeardownRecord(ctx context.Context, cni libcni.CNI, store *record.Store, co
 		return MarkFailed(store, rec, "DEL", err)
 	}
 	return store.Remove(containerID)
-}
-
-// TeardownRecordOrNothing is TeardownRecord with no record being nothing
-// to do.
-func TeardownRecordOrNothing(ctx context.Context, cni libcni.CNI, store *record.Store, containerID, netns string) error {
-	if err := TeardownRecord(ctx, cni, store, containerID, netns); !errors.Is(err, errNoRecord) {
-		return err
-	}
-	return nil
 }
 
 // MarkFailed notes a failed teardown (cause) on the record and returns
