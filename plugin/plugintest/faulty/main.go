@@ -8,7 +8,8 @@
 //
 //	"failAdd":  "message"  ADD fails with this message; empty passes.
 //	"failDels": N          the first N DELs of each container and interface
-//	                       fail; later ones succeed.
+//	                       fail; the next one succeeds, and the count then
+//	                       starts over (a later DEL fails again).
 //	"stateDir": "/path"    where it counts the DELs (default
 //	                       /var/lib/cni/faulty), one file per container
 //	                       and interface, removed by the DEL that succeeds.
