@@ -93,6 +93,9 @@ var _ = Describe("a network whose last plugin fails its ADD and its first DEL", 
 		cleanHostLocalAfter()
 		removeLinkAfter(bridge)
 		// faulty's count of the DELs it refused, per sandbox and interface.
+		// Under the node's CNI data dir, which no pod may have made yet on
+		// a fresh node (the specs run in random order).
+		Expect(os.MkdirAll("/var/lib/cni", 0o755)).To(Succeed())
 		counters, err := os.MkdirTemp("/var/lib/cni", "faulty-e2e-")
 		Expect(err).NotTo(HaveOccurred())
 		DeferCleanup(func() { Expect(os.RemoveAll(counters)).To(Succeed()) })
