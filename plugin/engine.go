@@ -51,6 +51,22 @@ type StatusPublisher interface {
 	Retract(containerID string)
 }
 
+// Event reasons plexus reports on pods. They are Multus's, so that tools
+// and runbooks that watch for them keep working.
+const (
+	// ReasonAddedInterface (Normal): one per interface an ADD attached.
+	ReasonAddedInterface = "AddedInterface"
+	// ReasonNoNetworkFound (Warning): a selected network does not exist.
+	ReasonNoNetworkFound = "NoNetworkFound"
+)
+
+// PodEvents receives the Events plexus reports on a pod, to write them to
+// the API server off the CNI call's path: Event must never block and never
+// fail the call. eventType is corev1.EventTypeNormal or EventTypeWarning.
+type PodEvents interface {
+	Event(pod record.PodRef, eventType, reason, message string)
+}
+
 // Engine runs CNI operations. Its zero value is not usable: set CNI, Store
 // and ConfDir at least.
 type Engine struct {
@@ -77,6 +93,9 @@ type Engine struct {
 	Pods         Pods
 	Networks     Networks
 	Status       StatusPublisher
+	// Events, if set, receives the pod Events of ADDs (interfaces added,
+	// networks missing).
+	Events PodEvents
 	// Devices finds the device plugin devices of a pod (kubelet's
 	// pod-resources API); nil when the node has none.
 	Devices Devices
@@ -89,6 +108,14 @@ type Engine struct {
 
 	// definitions keeps what the definitions ADD resolves parse to.
 	definitions netconf.Cache
+}
+
+// event hands an Event on pod to Events, if any, when the pod is known.
+func (e *Engine) event(pod record.PodRef, eventType, reason, format string, args ...interface{}) {
+	if e.Events == nil || pod.Name == "" {
+		return
+	}
+	e.Events.Event(pod, eventType, reason, fmt.Sprintf(format, args...))
 }
 
 func (e *Engine) now() time.Time {
