@@ -204,7 +204,7 @@ var parseErrorTests = []struct {
 	// The old spelling of interface.
 	{"interfaceRequest differs from interface", `[{"name":"a","interface":"net1","interfaceRequest":"net2"}]`, 0, podNS + "/a", "interface", `"interface" is "net1" but "interfaceRequest" (its old spelling) is "net2"`},
 	{"bad interfaceRequest", `[{"name":"a","interfaceRequest":"net/2"}]`, 0, podNS + "/a", "interface", `'/'`},
-	{"interfaceRequest of wrong type", `[{"name":"a","interfaceRequest":2}]`, 0, podNS + "/a", "interfaceRequest", "wrong type"},	// Interface.
+	{"interfaceRequest of wrong type", `[{"name":"a","interfaceRequest":2}]`, 0, podNS + "/a", "interfaceRequest", "wrong type"}, // Interface.
 	{"ifname 16 bytes", `[{"name":"a","interface":"abcdefghijklmnop"}]`, 0, podNS + "/a", "interface", "16 bytes"},
 	{"short ifname 16 bytes", "a@abcdefghijklmnop", 0, podNS + "/a", "interface", "16 bytes"},
 	{"ifname slash", `[{"name":"a","interface":"net/1"}]`, 0, podNS + "/a", "interface", `'/'`},
