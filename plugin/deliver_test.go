@@ -177,3 +177,25 @@ func TestIPAMClaimReferenceReachesTheDelegateInArgsCNI(t *testing.T) {
 	}
 	f.assertClean(netns, "c2", "hl")
 }
+
+// Multus passes IP=a,b in CNI_ARGS even to a delegate that declares the
+// ips capability, and host-local, which reads one address there, then
+// refuses every dual-stack request (Multus issue 647). Here a declared
+// capability gets runtimeConfig alone.
+func TestDualStackIPsReachHostLocalThroughTheCapability(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	ipam := M{"type": "host-local", "dataDir": f.dataDir,
+		"ranges": [][]M{{{"subnet": "10.243.0.0/24"}}, {{"subnet": "fd00:243::/64"}}}}
+	f.addNAD("team", "ds", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "ds", "type": "macvlan",
+		"master": plugintest.Veth(t), "mode": "bridge", "capabilities": M{"ips": true}, "ipam": ipam}))
+	pod := f.addPod("team", "web", map[string]string{
+		"k8s.v1.cni.cncf.io/networks": `[{"name":"ds","ips":["10.243.0.9","fd00:243::9"]}]`,
+	})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	if l, _ := plugintest.LinkIn(t, netns, "net1"); !slices.Equal(l.Addrs, []string{"10.243.0.9/24", "fd00:243::9/64"}) {
+		t.Errorf("net1 addresses %v, want the two asked for", l.Addrs)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "ds")
+}
