@@ -199,3 +199,23 @@ func TestDualStackIPsReachHostLocalThroughTheCapability(t *testing.T) {
 	f.mustDo(f.req("DEL", "c1", netns, pod))
 	f.assertClean(netns, "c1", "ds")
 }
+
+// Multus's short-form spellings: "/name" is the pod's namespace and
+// "name@" the default interface name.
+func TestShortFormEmptyPartsReadAsMultusReadsThem(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.addNAD("team", "hl", f.hostLocalNet("10.241.0.0/24"))
+	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "/hl@, hl@ , /hl"})
+	netns := plugintest.NewNS(t)
+	f.mustDo(f.req("ADD", "c1", netns, pod))
+	for _, ifname := range []string{"net1", "net2", "net3"} {
+		if l, ok := plugintest.LinkIn(t, netns, ifname); !ok || len(l.Addrs) != 1 {
+			t.Errorf("%s: %+v present=%v", ifname, l, ok)
+		}
+	}
+	if status := f.published.status["c1"]; len(status) != 4 || status[1].Name != "team/hl" {
+		t.Errorf("status %+v", status)
+	}
+	f.mustDo(f.req("DEL", "c1", netns, pod))
+	f.assertClean(netns, "c1", "hl")
+}

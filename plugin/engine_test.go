@@ -405,6 +405,9 @@ func TestBadRequestsFailBeforeAnythingIsCreated(t *testing.T) {
 		{"duplicate generated name", `[{"name":"hl-net"},{"name":"hl-net","interface":"net1"}]`, []string{"net1", "already used"}},
 		{"namespace isolation", "other/private", []string{"other/private", "namespace isolation"}},
 		{"malformed annotation", `[{"name":"hl-net"`, []string{"pod team/web", "JSON"}},
+		{"whitespace-only annotation", " \n ", []string{"pod team/web", "networks annotation", "whitespace only"}},
+		{"interfaceRequest against interface", `[{"name":"hl-net","interface":"a1","interfaceRequest":"a2"}]`,
+			[]string{"pod team/web", "team/hl-net", `"a1"`, `"a2"`, "interfaceRequest"}},
 		{"bad definition", "no-type", []string{"team/no-type", "spec.config"}},
 		{"two default routes", `[{"name":"hl-net","default-route":[]},{"name":"hl-net","default-route":[]}]`, []string{"default-route"}},
 	}
