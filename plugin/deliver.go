@@ -71,7 +71,7 @@ func deliver(sel *selection.Selection, caps map[string]bool, plugins string) (de
 		case r.envKey != "":
 			d.env = append(d.env, [2]string{r.envKey, r.envValue})
 		default:
-			return delivery{}, fmt.Errorf("field %q: delegate %s does not declare the %q capability, and CNI_ARGS cannot carry it; add %s to the definition, or remove the field from the pod",
+			return delivery{}, fmt.Errorf("field %q: delegate %s does not declare the %q capability, and CNI_ARGS cannot carry it; to have it honoured the definition needs %s; otherwise remove the field from the pod",
 				r.field, plugins, r.capability, carriers[r.capability])
 		}
 	}
