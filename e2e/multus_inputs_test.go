@@ -17,7 +17,8 @@ import (
 // default-route moves only its own address family's route.
 
 // deleteLinkAfter removes a host link a delegate makes (a bridge) when the
-// spec ends.
+// spec ends; registered before newNamespace, it runs after the spec's pods
+// are gone.
 func deleteLinkAfter(name string) {
 	DeferCleanup(func() {
 		if l, err := netlink.LinkByName(name); err == nil {
@@ -41,8 +42,8 @@ func defaultRoutes(ctx SpecContext, pod *corev1.Pod, family string) []string {
 
 var _ = Describe("KubeVirt's usual bridge definition, which declares no capability", func() {
 	It("starts the pod with the MAC asked for, passed as MAC= in CNI_ARGS", func(ctx SpecContext) {
+		deleteLinkAfter("vmbr0") // registered first: runs once the pod is gone
 		ns := newNamespace(ctx)
-		deleteLinkAfter("vmbr0")
 		createNAD(ctx, ns, "meganet", `{"cniVersion":"1.0.0","name":"meganet","type":"bridge","bridge":"vmbr0"}`)
 		const ifname, mac = "pod7e0055a6880", "02:87:f5:51:4c:5d"
 		pod := busyboxPod(ns, "virt-launcher-vm1-x7k2p", fmt.Sprintf(`[{"name":"meganet","interface":%q,"mac":%q}]`, ifname, mac))
@@ -77,11 +78,11 @@ var _ = Describe("a macvlan definition with static IPAM and no capabilities", fu
 
 var _ = Describe("an IPv6-only default-route on a secondary network", func() {
 	It("moves the IPv6 default route and leaves eth0's IPv4 default route", func(ctx SpecContext) {
+		deleteLinkAfter("plxe2e-v4d0")
 		ns := newNamespace(ctx)
 		// The cluster network gives eth0 no default route; this default
 		// network does, so that there is one to keep.
 		removeHostLocalDirs(netName(ns, "v4def"), netName(ns, "v6"))
-		deleteLinkAfter("plxe2e-v4d0")
 		createNAD(ctx, ns, "v4def", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "bridge",
 			"bridge": "plxe2e-v4d0", "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.119.0.0/24",
 			"routes": [{"dst": "0.0.0.0/0"}]}}`, netName(ns, "v4def")))
