@@ -395,12 +395,19 @@ func TestBadRequestsFailBeforeAnythingIsCreated(t *testing.T) {
 		want             []string
 	}{
 		{"missing definition", "nope", []string{"pod team/web", "network team/nope not found"}},
-		{"ips without capability", `[{"name":"hl-net","ips":["10.241.0.9/24"]}]`, []string{"team/hl-net", `"ips"`, "macvlan"}},
-		{"mac without capability", `[{"name":"hl-net","mac":"02:00:00:00:00:09"}]`, []string{"team/hl-net", `"mac"`}},
+		{"portMappings without capability", `[{"name":"hl-net","portMappings":[{"containerPort":80,"hostPort":8080}]}]`,
+			[]string{"team/hl-net", `field "portMappings"`, "delegate macvlan", "CNI_ARGS cannot carry it", `"type": "portmap"`}},
+		{"bandwidth without capability", `[{"name":"hl-net","bandwidth":{"egressRate":1000}}]`,
+			[]string{"team/hl-net", `field "bandwidth"`, "delegate macvlan", `"type": "bandwidth"`}},
+		{"infiniband-guid without capability", `[{"name":"hl-net","infiniband-guid":"c2:11:22:33:44:55:66:77"}]`,
+			[]string{"team/hl-net", `field "infiniband-guid"`, `"infinibandGUID"`, "ib-sriov"}},
 		{"duplicate interface", `[{"name":"hl-net","interface":"eth0"}]`, []string{"team/hl-net", `"interface"`, "eth0"}},
 		{"duplicate generated name", `[{"name":"hl-net"},{"name":"hl-net","interface":"net1"}]`, []string{"net1", "already used"}},
 		{"namespace isolation", "other/private", []string{"other/private", "namespace isolation"}},
 		{"malformed annotation", `[{"name":"hl-net"`, []string{"pod team/web", "JSON"}},
+		{"whitespace-only annotation", " \n ", []string{"pod team/web", "networks annotation", "whitespace only"}},
+		{"interfaceRequest against interface", `[{"name":"hl-net","interface":"a1","interfaceRequest":"a2"}]`,
+			[]string{"pod team/web", "team/hl-net", `"a1"`, `"a2"`, "interfaceRequest"}},
 		{"bad definition", "no-type", []string{"team/no-type", "spec.config"}},
 		{"two default routes", `[{"name":"hl-net","default-route":[]},{"name":"hl-net","default-route":[]}]`, []string{"default-route"}},
 	}

@@ -66,20 +66,16 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 	if err := checkNames(pod, req.IfName, sels); err != nil {
 		return nil, err
 	}
-	routeOwners := 0
+	if err := checkRouteOwners(pod, sels); err != nil {
+		return nil, err
+	}
 	devices := &devicePool{source: e.Devices, pod: pod}
 	for i := range sels {
 		att, err := e.extraAttachment(ctx, pod, &sels[i], i, args, devices)
 		if err != nil {
 			return nil, err
 		}
-		if sels[i].DefaultRoute != nil {
-			routeOwners++
-		}
 		rec.Attachments = append(rec.Attachments, *att)
-	}
-	if routeOwners > 1 {
-		return nil, planError(pod, `field "default-route": set on %d networks; the pod has one default route`, routeOwners)
 	}
 	return rec, nil
 }
@@ -192,37 +188,6 @@ func (e *Engine) namespaceAllowed(pod *Pod, ns string) bool {
 	return !e.IsolateNamespaces || ns == pod.Namespace || slices.Contains(e.GlobalNamespaces, ns)
 }
 
-// capabilityArgs maps selection fields to runtimeConfig keys. A field the
-// pod set for a delegate that cannot honour it is an error: a pod asking
-// for a static IP or MAC must not come up silently without it. deviceID is
-// not among them: device plugins' delegates read it from their config.
-func capabilityArgs(sel *selection.Selection) map[string]interface{} {
-	args := map[string]interface{}{}
-	if len(sel.IPs) > 0 {
-		args["ips"] = sel.IPs
-	}
-	if sel.MAC != "" {
-		args["mac"] = sel.MAC
-	}
-	if sel.InfinibandGUID != "" {
-		args["infinibandGUID"] = sel.InfinibandGUID
-	}
-	if len(sel.PortMappings) > 0 {
-		args["portMappings"] = sel.PortMappings
-	}
-	if sel.Bandwidth != nil {
-		args["bandwidth"] = sel.Bandwidth
-	}
-	return args
-}
-
-// fieldOfCapability names the selection field behind a capability, for
-// errors the user can act on.
-var fieldOfCapability = map[string]string{
-	"ips": "ips", "mac": "mac", "infinibandGUID": "infiniband-guid",
-	"portMappings": "portMappings", "bandwidth": "bandwidth",
-}
-
 func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.Selection, i int, args [][2]string, devices *devicePool) (*record.Attachment, error) {
 	key := sel.Key()
 	n, resource, err := e.resolve(ctx, pod, key)
@@ -230,16 +195,18 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 		return nil, err
 	}
 	caps := n.Capabilities()
-	capArgs := capabilityArgs(sel)
-	for _, k := range sortedKeys(capArgs) {
-		if !caps[k] {
-			return nil, planError(pod, "network %s: field %q: delegate %s does not declare the %q capability",
-				key, fieldOfCapability[k], delegate.PluginTypes(n.List), k)
-		}
+	d, err := deliver(sel, caps, delegate.PluginTypes(n.List))
+	if err != nil {
+		return nil, planError(pod, "network %s: %v", key, err)
 	}
+	capArgs := d.capArgs
 	config := n.List.Bytes
-	if len(sel.CNIArgs) > 0 {
-		if config, err = withCNIArgs(config, sel.CNIArgs); err != nil {
+	cni, err := cniArgs(sel)
+	if err != nil {
+		return nil, planError(pod, "network %s: %v", key, err)
+	}
+	if len(cni) > 0 {
+		if config, err = withCNIArgs(config, cni); err != nil {
 			return nil, planError(pod, "network %s: field \"cni-args\": %v", key, err)
 		}
 	}
@@ -259,7 +226,7 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 		Network:        key.String(),
 		IfName:         ifName(sel, i),
 		Config:         config,
-		Args:           args,
+		Args:           withEnvArgs(args, d.env),
 		CapabilityArgs: capArgs,
 		DefaultRoute:   sel.DefaultRoute,
 		DeviceInfo:     devicePluginInfo(resource, deviceID),
@@ -303,13 +270,4 @@ func editPlugins(config []byte, edit func(plugin map[string]interface{})) ([]byt
 		}
 	}
 	return json.Marshal(raw)
-}
-
-func sortedKeys(m map[string]interface{}) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

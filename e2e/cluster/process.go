@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The components, in the order Down stops them.
@@ -35,6 +37,12 @@ func (c *Cluster) launch(name, bin string, args ...string) error {
 	cmd.Dir = c.StateDir
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// The component outlives this tool, so it must not inherit the
+	// descriptors this tool inherited: the lock of a `flock <file> make
+	// cluster-up` around it would be held for as long as the cluster runs.
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
+		return fmt.Errorf("starting %s: marking inherited descriptors close-on-exec: %w", name, err)
+	}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", name, err)
 	}

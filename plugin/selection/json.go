@@ -42,14 +42,46 @@ func decodeElement(raw json.RawMessage, podNamespace string) (Selection, *Error)
 	if len(raw) == 0 || raw[0] != '{' {
 		return Selection{}, &Error{Reason: fmt.Sprintf("element is a JSON %s, want an object", jsonKind(raw))}
 	}
-	var s Selection
-	if err := json.Unmarshal(raw, &s); err != nil {
+	var e element
+	if err := json.Unmarshal(raw, &e); err != nil {
 		// encoding/json keeps decoding past a type error, so name and
 		// namespace are usually known even when another field is wrong.
+		if e.Namespace == "" {
+			e.Namespace = podNamespace
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) { // the field path as the pod wrote it
+			te.Field = strings.TrimPrefix(te.Field, "Selection.")
+		}
+		return Selection{}, &Error{Network: networkName(e.Selection), Field: jsonField(err), Reason: jsonReason(err)}
+	}
+	return e.merge(podNamespace)
+}
+
+// element is what one list element may hold: a Selection plus the
+// spellings Multus still reads for compatibility. "interfaceRequest" is
+// the name "interface" had before Multus 3.2.
+type element struct {
+	Selection
+	InterfaceRequest string `json:"interfaceRequest"`
+}
+
+// merge folds the old spelling into the Selection. Both given and
+// different is refused rather than one silently winning (Multus takes
+// "interface"): the pod's owner meant one of them, and plexus cannot tell
+// which.
+func (e element) merge(podNamespace string) (Selection, *Error) {
+	s := e.Selection
+	switch {
+	case e.InterfaceRequest == "" || e.InterfaceRequest == s.Interface:
+	case s.Interface == "":
+		s.Interface = e.InterfaceRequest
+	default:
 		if s.Namespace == "" {
 			s.Namespace = podNamespace
 		}
-		return Selection{}, &Error{Network: networkName(s), Field: jsonField(err), Reason: jsonReason(err)}
+		return Selection{}, &Error{Network: networkName(s), Field: "interface", Reason: fmt.Sprintf(
+			"\"interface\" is %q but \"interfaceRequest\" (its old spelling) is %q; keep only \"interface\"", s.Interface, e.InterfaceRequest)}
 	}
 	return s, nil
 }

@@ -38,6 +38,10 @@ type Selection struct {
 	CNIArgs        map[string]interface{} `json:"cni-args,omitempty"`
 	DefaultRoute   []string               `json:"default-route,omitempty"`
 	DeviceID       string                 `json:"deviceID,omitempty"`
+	// IPAMClaimReference names the IPAMClaim (NPWG v1.3) that holds this
+	// attachment's addresses across pod restarts, as KubeVirt's persistent
+	// IPs set it. plexus only forwards it to the delegate.
+	IPAMClaimReference string `json:"ipam-claim-reference,omitempty"`
 }
 
 // Key returns "namespace/name", the identity of the NetworkAttachmentDefinition
@@ -49,16 +53,19 @@ func (s Selection) Key() types.NamespacedName {
 
 // Parse parses the networks annotation value. podNamespace fills a missing
 // namespace, because a bare name means "the network in my own namespace".
-// An empty or all-whitespace value returns nil, nil: a pod without extra
-// networks is the common case, not an error.
+// An empty value returns nil, nil: a pod without extra networks is the
+// common case, not an error. A value of whitespace alone is an error, as
+// with Multus: something meant to name networks names none.
 //
 // Every error is an *Error, so the caller can report which element and which
 // field were wrong.
 func Parse(value, podNamespace string) ([]Selection, error) {
 	v := strings.TrimSpace(value)
 	switch {
-	case v == "":
+	case value == "":
 		return nil, nil
+	case v == "":
+		return nil, &Error{Index: -1, Reason: "whitespace only: names no network; remove the annotation or list the networks"}
 	case v[0] == '[':
 		return parseJSON(v, podNamespace)
 	case v[0] == '{':

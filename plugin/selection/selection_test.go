@@ -56,8 +56,9 @@ var fullSelection = Selection{
 			"empty": nil,
 		},
 	},
-	DefaultRoute: []string{"10.1.1.1"},
-	DeviceID:     "0000:03:00.1",
+	DefaultRoute:       []string{"10.1.1.1"},
+	DeviceID:           "0000:03:00.1",
+	IPAMClaimReference: "claim-1",
 }
 
 var parseTests = []struct {
@@ -66,7 +67,6 @@ var parseTests = []struct {
 	want  []Selection
 }{
 	{"empty", "", nil},
-	{"whitespace only", " \t\n ", nil},
 	{"empty JSON list", " [ ] ", nil},
 	{"short single name", "a", []Selection{{Name: "a", Namespace: podNS}}},
 	{"short all shapes", "a, b@net5, other-ns/c, other-ns/d@net6", []Selection{
@@ -103,6 +103,37 @@ var parseTests = []struct {
 	{"JSON surrounded by whitespace", "\n  [ {\"name\" : \"a\" } ]  \n", []Selection{{Name: "a", Namespace: podNS}}},
 	{"JSON nulls are absent fields", `[{"name":"a","ips":null,"bandwidth":null,"cni-args":null}]`, []Selection{
 		{Name: "a", Namespace: podNS},
+	}},
+	// What Multus accepts (issue 14, point 4).
+	{"JSON ips without a prefix", `[{"name":"a","ips":["10.1.1.5","fd00::5","10.1.2.5/24"]}]`, []Selection{
+		{Name: "a", Namespace: podNS, IPs: []string{"10.1.1.5", "fd00::5", "10.1.2.5/24"}},
+	}},
+	{"short empty interface is the default name", "a@, ns/b @ ", []Selection{
+		{Name: "a", Namespace: podNS},
+		{Name: "b", Namespace: "ns"},
+	}},
+	{"short empty namespace is the pod's", "/a, /b@net7, / c", []Selection{
+		{Name: "a", Namespace: podNS},
+		{Name: "b", Namespace: podNS, Interface: "net7"},
+		{Name: "c", Namespace: podNS},
+	}},
+	{"short empty namespace and interface", "/a@", []Selection{{Name: "a", Namespace: podNS}}},
+	{"JSON interfaceRequest is the old spelling of interface", `[{"name":"a","interfaceRequest":"net9"}]`, []Selection{
+		{Name: "a", Namespace: podNS, Interface: "net9"},
+	}},
+	{"JSON interfaceRequest equal to interface", `[{"name":"a","interface":"net9","interfaceRequest":"net9"}]`, []Selection{
+		{Name: "a", Namespace: podNS, Interface: "net9"},
+	}},
+	{"JSON empty interfaceRequest", `[{"name":"a","interface":"net9","interfaceRequest":""}]`, []Selection{
+		{Name: "a", Namespace: podNS, Interface: "net9"},
+	}},
+	{"JSON one gateway of each family", `[{"name":"a","default-route":["10.1.1.1","fd00::1"]}]`, []Selection{
+		{Name: "a", Namespace: podNS, DefaultRoute: []string{"10.1.1.1", "fd00::1"}},
+	}},
+	// The network-attachment-definition client (v1.7.7) no longer refuses
+	// ips beside ipam-claim-reference, so neither does plexus.
+	{"JSON ips beside ipam-claim-reference", `[{"name":"a","ips":["10.1.1.5/24"],"ipam-claim-reference":"vm1.data"}]`, []Selection{
+		{Name: "a", Namespace: podNS, IPs: []string{"10.1.1.5/24"}, IPAMClaimReference: "vm1.data"},
 	}},
 	{"JSON IPv6 gateway and sctp", `[{"name":"a","default-route":["fd00::1"],"portMappings":[{"containerPort":9,"hostPort":65535,"protocol":"SCTP"}]}]`, []Selection{
 		{Name: "a", Namespace: podNS, DefaultRoute: []string{"fd00::1"},
@@ -143,6 +174,8 @@ var parseErrorTests = []struct {
 	{"JSON unterminated", `[{"name":"a"}`, -1, "", "", "invalid JSON"},
 	{"JSON trailing garbage", `[{"name":"a"}] x`, -1, "", "", "invalid JSON"},
 	{"JSON single object", `{"name":"a"}`, -1, "", "", "single object"},
+	{"whitespace only", " \t\n ", -1, "", "", "whitespace only"},
+	{"a single space", " ", -1, "", "", "whitespace only"},
 	// Element shape.
 	{"element is a string", `[{"name":"a"}, "b"]`, 1, "", "", "JSON string, want an object"},
 	{"element is null", `[null]`, 0, "", "", "JSON null"},
@@ -165,10 +198,13 @@ var parseErrorTests = []struct {
 	{"short leading comma", ",a", 0, "", "name", "empty item"},
 	{"short two slashes", "a/b/c", 0, "", "name", "more than one '/'"},
 	{"short two ats", "a@b@c", 0, "", "interface", "more than one '@'"},
-	{"short empty namespace", "/a", 0, "a", "namespace", "empty namespace"},
 	{"short empty name after slash", "ns/", 0, "", "name", "required"},
-	{"short empty interface", "ns/a@", 0, "ns/a", "interface", "empty interface"},
-	// Interface.
+	{"short empty name and interface", "ns/@", 0, "", "name", "required"},
+	{"short interface only", "@net1", 0, "", "name", "required"},
+	// The old spelling of interface.
+	{"interfaceRequest differs from interface", `[{"name":"a","interface":"net1","interfaceRequest":"net2"}]`, 0, podNS + "/a", "interface", `"interface" is "net1" but "interfaceRequest" (its old spelling) is "net2"`},
+	{"bad interfaceRequest", `[{"name":"a","interfaceRequest":"net/2"}]`, 0, podNS + "/a", "interface", `'/'`},
+	{"interfaceRequest of wrong type", `[{"name":"a","interfaceRequest":2}]`, 0, podNS + "/a", "interfaceRequest", "wrong type"}, // Interface.
 	{"ifname 16 bytes", `[{"name":"a","interface":"abcdefghijklmnop"}]`, 0, podNS + "/a", "interface", "16 bytes"},
 	{"short ifname 16 bytes", "a@abcdefghijklmnop", 0, podNS + "/a", "interface", "16 bytes"},
 	{"ifname slash", `[{"name":"a","interface":"net/1"}]`, 0, podNS + "/a", "interface", `'/'`},
@@ -180,11 +216,17 @@ var parseErrorTests = []struct {
 	{"ifname NUL", `[{"name":"a","interface":"net\u00001"}]`, 0, podNS + "/a", "interface", `'\x00'`},
 	// Addresses.
 	{"bad CIDR", `[{"name":"a","ips":["10.0.0.1/24","10.0.0.300/24"]}]`, 0, podNS + "/a", "ips", `entry 1: invalid CIDR "10.0.0.300/24"`},
-	{"plain IP in ips", `[{"name":"a","ips":["10.0.0.1"]}]`, 0, podNS + "/a", "ips", "plain IP"},
+	{"bad plain IP in ips", `[{"name":"a","ips":["10.0.0.1","10.0.0.300"]}]`, 0, podNS + "/a", "ips", `entry 1: invalid IP address "10.0.0.300"`},
+	{"empty prefix in ips", `[{"name":"a","ips":["10.0.0.1/"]}]`, 0, podNS + "/a", "ips", `invalid CIDR "10.0.0.1/"`},
+	{"name in ips", `[{"name":"a","ips":["host.example"]}]`, 0, podNS + "/a", "ips", "invalid IP address"},
 	{"bad MAC", `[{"name":"a"},{"name":"name","namespace":"ns","mac":"zz"}]`, 1, "ns/name", "mac", `invalid MAC address "zz"`},
 	{"8-byte MAC", `[{"name":"a","mac":"00:11:22:33:44:55:66:77"}]`, 0, podNS + "/a", "mac", "8 bytes"},
 	{"20-byte MAC", `[{"name":"a","mac":"00:00:00:00:fe:80:00:00:00:00:00:00:02:00:5e:10:00:00:00:01"}]`, 0, podNS + "/a", "mac", "20 bytes"},
 	{"bad default-route", `[{"name":"a","default-route":["10.0.0.300"]}]`, 0, podNS + "/a", "default-route", "invalid IP address"},
+	{"two IPv4 gateways", `[{"name":"a","default-route":["10.50.0.1","10.50.0.2"]}]`, 0, podNS + "/a", "default-route", "two IPv4 gateways, 10.50.0.1 and 10.50.0.2"},
+	{"two IPv6 gateways", `[{"name":"a","default-route":["fd00::1","10.1.1.1","fd00::2"]}]`, 0, podNS + "/a", "default-route", "two IPv6 gateways, fd00::1 and fd00::2"},
+	{"bad ipam-claim-reference", `[{"name":"a","ipam-claim-reference":"Claim_1"}]`, 0, podNS + "/a", "ipam-claim-reference", "invalid IPAMClaim name"},
+	{"ipam-claim-reference of wrong type", `[{"name":"a","ipam-claim-reference":["c"]}]`, 0, podNS + "/a", "ipam-claim-reference", "wrong type"},
 	{"CIDR as default-route", `[{"name":"a","default-route":["10.0.0.1/24"]}]`, 0, podNS + "/a", "default-route", "invalid IP address"},
 	{"bad infiniband-guid", `[{"name":"a","infiniband-guid":"zz"}]`, 0, podNS + "/a", "infiniband-guid", "InfiniBand GUID"},
 	{"6-byte infiniband-guid", `[{"name":"a","infiniband-guid":"00:11:22:33:44:55"}]`, 0, podNS + "/a", "infiniband-guid", "InfiniBand GUID"},

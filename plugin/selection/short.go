@@ -27,15 +27,16 @@ func parseShort(value, podNamespace string) ([]Selection, error) {
 // because an interface name may not contain '/', so "a@b/c" is a bad ifname
 // rather than a namespace "a@b".
 //
-// An explicitly empty part ("/name", "name@", "ns/") is rejected rather than
-// read as "use the default": it is almost always a typo, and the fix is
-// obvious from the message.
+// An empty part reads as Multus reads it: "/name" is the pod's own
+// namespace and "name@" the default interface name (netN), so annotations
+// written for Multus keep working. A missing name is left to validate,
+// which words it the same way for both forms.
 func parseShortItem(item string) (Selection, *Error) {
 	item = strings.TrimSpace(item)
 	if item == "" {
 		return Selection{}, &Error{Field: "name", Reason: "empty item (stray comma?)"}
 	}
-	ref, ifName, hasIf := strings.Cut(item, "@")
+	ref, ifName, _ := strings.Cut(item, "@")
 	if strings.Contains(ifName, "@") {
 		return Selection{}, &Error{Field: "interface", Reason: fmt.Sprintf("more than one '@' in %q", item)}
 	}
@@ -46,22 +47,9 @@ func parseShortItem(item string) (Selection, *Error) {
 	if strings.Contains(name, "/") {
 		return Selection{}, &Error{Field: "name", Reason: fmt.Sprintf("more than one '/' in %q", item)}
 	}
-	s := Selection{
+	return Selection{
 		Name:      strings.TrimSpace(name),
 		Namespace: strings.TrimSpace(ns),
 		Interface: strings.TrimSpace(ifName),
-	}
-	return s, checkShortParts(s, item, hasNS, hasIf)
-}
-
-// checkShortParts rejects the empty parts parseShortItem documents. A missing
-// name is left to validate, which words it the same way for both forms.
-func checkShortParts(s Selection, item string, hasNS, hasIf bool) *Error {
-	switch {
-	case hasNS && s.Namespace == "":
-		return &Error{Network: s.Name, Field: "namespace", Reason: fmt.Sprintf("empty namespace before '/' in %q", item)}
-	case hasIf && s.Interface == "":
-		return &Error{Network: networkName(s), Field: "interface", Reason: fmt.Sprintf("empty interface name after '@' in %q", item)}
-	}
-	return nil
+	}, nil
 }

@@ -26,12 +26,13 @@ var fieldChecks = []fieldCheck{
 	{"name", func(s Selection) error { return checkName(s.Name) }},
 	{"namespace", func(s Selection) error { return checkNamespace(s.Namespace) }},
 	{"interface", func(s Selection) error { return checkOptionalIfName(s.Interface) }},
-	{"ips", func(s Selection) error { return checkEach(s.IPs, checkCIDR) }},
+	{"ips", func(s Selection) error { return checkEach(s.IPs, checkAddress) }},
 	{"mac", func(s Selection) error { return checkMAC(s.MAC) }},
 	{"infiniband-guid", func(s Selection) error { return checkGUID(s.InfinibandGUID) }},
 	{"portMappings", func(s Selection) error { return checkPortMappings(s.PortMappings) }},
 	{"bandwidth", func(s Selection) error { return checkBandwidth(s.Bandwidth) }},
-	{"default-route", func(s Selection) error { return checkEach(s.DefaultRoute, checkGateway) }},
+	{"default-route", func(s Selection) error { return checkGateways(s.DefaultRoute) }},
+	{"ipam-claim-reference", func(s Selection) error { return checkClaimName(s.IPAMClaimReference) }},
 }
 
 // validate checks every field of a completed selection. It catches here what
@@ -128,21 +129,64 @@ func checkEach(entries []string, check func(string) error) error {
 	return nil
 }
 
-// checkCIDR requires address/prefix: static IPAM needs the prefix length, and
-// guessing one (/32? the subnet's?) would silently misconfigure the pod.
-func checkCIDR(v string) error {
+// checkAddress accepts an address with or without a prefix length, as
+// Multus does: static IPAM wants the prefix and says so itself, host-local
+// takes a bare address (it knows its subnet). What is not an address at all
+// is refused here, before any delegate runs.
+func checkAddress(v string) error {
 	if _, _, err := net.ParseCIDR(v); err == nil {
 		return nil
 	}
-	if net.ParseIP(v) != nil {
-		return fmt.Errorf("invalid CIDR %q: a plain IP address, want address/prefix such as %s/24", v, v)
+	if strings.Contains(v, "/") {
+		return fmt.Errorf("invalid CIDR %q", v)
 	}
-	return fmt.Errorf("invalid CIDR %q", v)
+	if net.ParseIP(v) == nil {
+		return fmt.Errorf("invalid IP address %q: want an address such as 10.1.1.5 or 10.1.1.5/24", v)
+	}
+	return nil
 }
 
 func checkGateway(v string) error {
 	if net.ParseIP(v) == nil {
 		return fmt.Errorf("invalid IP address %q", v)
+	}
+	return nil
+}
+
+// checkGateways allows one gateway per IP family: a pod has one default
+// route per family, and Multus refuses a second (it does no ECMP) before
+// anything runs, rather than keeping one of them silently.
+func checkGateways(gws []string) error {
+	if err := checkEach(gws, checkGateway); err != nil {
+		return err
+	}
+	seen := map[bool]string{}
+	for _, gw := range gws {
+		v4 := net.ParseIP(gw).To4() != nil
+		if first, dup := seen[v4]; dup {
+			return fmt.Errorf("two %s gateways, %s and %s: a pod has one default route per IP family; keep one", familyName(v4), first, gw)
+		}
+		seen[v4] = gw
+	}
+	return nil
+}
+
+// familyName is the word messages use for an address family.
+func familyName(v4 bool) string {
+	if v4 {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+// checkClaimName requires what an IPAMClaim's metadata.name can be: a
+// reference to anything else can never be found by the delegate's IPAM.
+func checkClaimName(v string) error {
+	if v == "" {
+		return nil
+	}
+	if msgs := validation.IsDNS1123Subdomain(v); len(msgs) > 0 {
+		return fmt.Errorf("invalid IPAMClaim name %q: %s", v, strings.Join(msgs, "; "))
 	}
 	return nil
 }
