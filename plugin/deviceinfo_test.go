@@ -30,7 +30,7 @@ func devInfoRoot(t *testing.T) string {
 	}
 	root := t.TempDir()
 	files := map[string]string{
-		"bin/busybox":     string(busybox),
+		"bin/busybox":      string(busybox),
 		"opt/cni/bin/noop": "#!/bin/sh\n/bin/busybox cat >/tmp/noop-stdin\necho '{\"cniVersion\":\"1.0.0\"}'\n",
 		"opt/cni/bin/devinfo": `#!/bin/sh
 B=/bin/busybox
