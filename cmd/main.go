@@ -20,6 +20,7 @@ import (
 func main() {
 	o := daemon.Defaults()
 	var globals, configFile string
+	var defaultNetworks, systemNamespaces string
 	flag.StringVar(&configFile, "config", "",
 		"a YAML file of settings named like these flags (the chart's ConfigMap); flags on the command line win")
 	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
@@ -34,6 +35,12 @@ func main() {
 		"pods may use network definitions of their own namespace and the global namespaces only")
 	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
 		"comma-separated namespaces whose network definitions every pod may use")
+	flag.StringVar(&defaultNetworks, "default-networks", "",
+		"comma-separated networks attached to every pod outside the system namespaces, after the default network and before the pod's own (net1, net2, ...): \"name\" (in --default-network-namespace) or \"namespace/name\"")
+	flag.StringVar(&systemNamespaces, "system-namespaces", strings.Join(o.SystemNamespaces, ","),
+		"comma-separated namespaces whose pods do not get --default-networks")
+	flag.StringVar(&o.DefaultNetworkNamespace, "default-network-namespace", o.DefaultNetworkNamespace,
+		"where a bare name in --default-networks or in a pod's v1.multus-cni.io/default-network annotation is looked up (never the pod's namespace); namespace isolation does not apply to those")
 	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
 		"kubelet's pod-resources API, for networks backed by a device plugin resource")
 	flag.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),
@@ -58,6 +65,7 @@ func main() {
 		}
 	}
 	o.GlobalNamespaces = splitList(globals)
+	o.DefaultNetworks, o.SystemNamespaces = splitList(defaultNetworks), splitList(systemNamespaces)
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 	log := ctrl.Log.WithName("setup")

@@ -66,10 +66,16 @@ func (e *Engine) Add(ctx context.Context, req *Request) (types.Result, error) {
 // route if a selection asked for it. Each result is put into the record.
 func (e *Engine) attach(ctx context.Context, rec *record.Record) ([]*current.Result, error) {
 	results := make([]*current.Result, len(rec.Attachments))
+	root := delegate.NodeRoot(e.CNI)
 	for i := range rec.Attachments {
 		a := &rec.Attachments[i]
-		res, err := delegate.Add(ctx, e.CNI, rec.ContainerID, rec.NetNS, a)
+		err := prepareDeviceInfoFile(root, a)
+		var res *current.Result
 		if err == nil {
+			res, err = delegate.Add(ctx, e.CNI, rec.ContainerID, rec.NetNS, a)
+		}
+		if err == nil {
+			readDeviceInfoFile(root, a)
 			results[i] = res
 			err = storeResult(a, res)
 		}

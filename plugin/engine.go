@@ -58,6 +58,10 @@ const (
 	ReasonAddedInterface = "AddedInterface"
 	// ReasonNoNetworkFound (Warning): a selected network does not exist.
 	ReasonNoNetworkFound = "NoNetworkFound"
+	// ReasonNoDeviceForNetwork (Warning): a network backed by a device
+	// plugin resource is attached without a device, because the pod
+	// requested none of that resource (or too few).
+	ReasonNoDeviceForNetwork = "NoDeviceForNetwork"
 )
 
 // PodEvents receives the Events plexus reports on a pod, to write them to
@@ -103,6 +107,18 @@ type Engine struct {
 	// namespace and of GlobalNamespaces.
 	IsolateNamespaces bool
 	GlobalNamespaces  []string
+	// DefaultNetworks are attached to every pod outside SystemNamespaces,
+	// after the default network and before the networks the pod selects,
+	// as net1, net2, ... (the pod's unnamed networks are numbered on
+	// from there). The administrator sets them, so namespace isolation
+	// does not apply to them. (Multus's defaultNetworks.)
+	DefaultNetworks  []k8stypes.NamespacedName
+	SystemNamespaces []string
+	// DefaultNetworkNamespace is where a bare name in a pod's
+	// default-network annotation is looked up, never the pod's own
+	// namespace; isolation does not apply there (Multus's
+	// multusNamespace). Empty uses the pod's namespace.
+	DefaultNetworkNamespace string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 

@@ -580,8 +580,8 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 			t.Errorf("%s runtimeConfig deviceID %v, want %s", a.IfName, a.CapabilityArgs["deviceID"], want)
 		}
 		var list struct{ Plugins []map[string]interface{} }
-		if err := json.Unmarshal(a.Config, &list); err != nil || list.Plugins[0]["deviceID"] != want {
-			t.Errorf("%s config deviceID %v (%v), want %s", a.IfName, list.Plugins, err, want)
+		if err := json.Unmarshal(a.Config, &list); err != nil || list.Plugins[0]["deviceID"] != want || list.Plugins[0]["pciBusID"] != want {
+			t.Errorf("%s config deviceID/pciBusID %v (%v), want %s in both", a.IfName, list.Plugins, err, want)
 		}
 		// What the delegate really got: libcni's cache of the ADD.
 		cached, _, err := f.engine.CNI.GetNetworkListCachedConfig(mustList(t, a.Config),
@@ -593,14 +593,50 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 	f.mustDo(f.req("DEL", "c1", netns, pod))
 	f.assertClean(netns, "c1", "vf-net")
 
-	// A third attachment has no device left: refused before anything exists.
+	// A third attachment has no device left: attached without one, as
+	// Multus does, with a Warning Event on the pod instead of a refusal.
+	events := &warnSink{}
+	f.engine.Events = events
 	pod3 := f.addPod("team", "greedy", map[string]string{"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net, vf-net"})
 	netns3 := plugintest.NewNS(t)
-	_, err = f.do(f.req("ADD", "c3", netns3, pod3))
-	if err == nil || !strings.Contains(err.Error(), "example.com/vf") || !strings.Contains(err.Error(), "no device left") {
-		t.Fatalf("ADD with too few devices: %v", err)
+	f.mustDo(f.req("ADD", "c3", netns3, pod3))
+	rec3, err := f.engine.Store.Load("c3")
+	if err != nil {
+		t.Fatal(err)
 	}
+	third := rec3.Attachments[3]
+	if third.CapabilityArgs["deviceID"] != nil || strings.Contains(string(third.Config), `"deviceID":"`) || strings.Contains(string(third.Config), "pciBusID") {
+		t.Errorf("net3 got a device: %v %s", third.CapabilityArgs, third.Config)
+	}
+	if got := events.all(); len(got) != 1 || got[0].pod.Name != "greedy" || got[0].eventType != "Warning" ||
+		got[0].reason != plugin.ReasonNoDeviceForNetwork || !strings.Contains(got[0].message, "example.com/vf") || !strings.Contains(got[0].message, "net3") {
+		t.Errorf("events %+v, want one Warning %s naming the resource and net3", got, plugin.ReasonNoDeviceForNetwork)
+	}
+	f.mustDo(f.req("DEL", "c3", netns3, pod3))
 	f.assertClean(netns3, "c3", "vf-net")
+}
+
+// warnSink records the Events the engine reports.
+type warnSink struct {
+	mu     sync.Mutex
+	events []warnEvent
+}
+
+type warnEvent struct {
+	pod                        record.PodRef
+	eventType, reason, message string
+}
+
+func (p *warnSink) Event(pod record.PodRef, eventType, reason, message string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, warnEvent{pod, eventType, reason, message})
+}
+
+func (p *warnSink) all() []warnEvent {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.events)
 }
 
 func mustList(t testing.TB, config []byte) *libcni.NetworkConfigList {

@@ -59,19 +59,24 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 	if pod == nil {
 		return rec, nil
 	}
+	devices := &devicePool{source: e.Devices, pod: pod, containerID: req.ContainerID}
+	defaults, err := e.defaultNetworkAttachments(ctx, pod, args, devices)
+	if err != nil {
+		return nil, err
+	}
+	rec.Attachments = append(rec.Attachments, defaults...)
 	sels, err := selection.Parse(pod.Annotations[selection.NetworksAnnotation], pod.Namespace)
 	if err != nil {
 		return nil, planError(pod, "%v", err)
 	}
-	if err := checkNames(pod, req.IfName, sels); err != nil {
+	if err := checkNames(pod, rec.Attachments, sels); err != nil {
 		return nil, err
 	}
 	if err := checkRouteOwners(pod, sels); err != nil {
 		return nil, err
 	}
-	devices := &devicePool{source: e.Devices, pod: pod}
 	for i := range sels {
-		att, err := e.extraAttachment(ctx, pod, &sels[i], i, args, devices)
+		att, err := e.extraAttachment(ctx, pod, &sels[i], len(defaults)+i, args, devices)
 		if err != nil {
 			return nil, err
 		}
@@ -80,7 +85,10 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 	return rec, nil
 }
 
-// ifName is the interface name of the i-th (0-based) selected network.
+// ifName is the interface name of the i-th (0-based) extra attachment:
+// the default networks of --default-networks first, then the pod's
+// selections. Unnamed ones are net1, net2, ... by that position, as
+// Multus numbers them by their place in its delegate list.
 func ifName(sel *selection.Selection, i int) string {
 	if sel.Interface != "" {
 		return sel.Interface
@@ -88,11 +96,17 @@ func ifName(sel *selection.Selection, i int) string {
 	return "net" + strconv.Itoa(i+1)
 }
 
-// checkNames refuses duplicate interface names before anything exists.
-func checkNames(pod *Pod, defaultIf string, sels []selection.Selection) error {
-	seen := map[string]string{defaultIf: "the default network"}
+// checkNames refuses duplicate interface names before anything exists:
+// planned are the attachments before the selections (the default network,
+// then the default networks of --default-networks).
+func checkNames(pod *Pod, planned []record.Attachment, sels []selection.Selection) error {
+	seen := map[string]string{}
+	for i := range planned {
+		seen[planned[i].IfName] = "network " + planned[i].Network
+	}
+	seen[planned[0].IfName] = "the default network"
 	for i := range sels {
-		name := ifName(&sels[i], i)
+		name := ifName(&sels[i], len(planned)-1+i)
 		if err := selection.CheckIfName(name); err != nil {
 			return planError(pod, "network %s: field \"interface\": %v", sels[i].Key(), err)
 		}
@@ -105,15 +119,24 @@ func checkNames(pod *Pod, defaultIf string, sels []selection.Selection) error {
 }
 
 // defaultAttachment resolves the pod's default network: a definition named
-// by the default-network annotation, or the node's default config.
+// by the default-network annotation, or the node's default config. A bare
+// name in the annotation is looked up in DefaultNetworkNamespace, never
+// the pod's, and namespace isolation does not apply to it there (the
+// administrator's namespace, as Multus's multusNamespace); "ns/name" is
+// resolved as any selected network.
 func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf, ifname string) (*record.Attachment, error) {
 	if pod != nil {
 		if v := pod.Annotations[selection.DefaultNetworkAnnotation]; v != "" {
-			key, err := selection.ParseDefault(v, pod.Namespace)
+			key, bare, err := e.defaultNetworkKey(pod, v)
 			if err != nil {
 				return nil, planError(pod, "annotation %s: %v", selection.DefaultNetworkAnnotation, err)
 			}
-			n, _, err := e.resolve(ctx, pod, key)
+			var n *netconf.Network
+			if bare {
+				n, _, err = e.lookup(ctx, pod, key)
+			} else {
+				n, _, err = e.resolve(ctx, pod, key)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -132,6 +155,52 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 		}
 	}
 	return &record.Attachment{Network: n.List.Name, Default: true, IfName: ifname, Config: n.List.Bytes}, nil
+}
+
+// defaultNetworkKey reads the default-network annotation: the network it
+// names, and whether it named a bare name (no namespace), which is looked
+// up in DefaultNetworkNamespace.
+func (e *Engine) defaultNetworkKey(pod *Pod, v string) (k8stypes.NamespacedName, bool, error) {
+	home := e.DefaultNetworkNamespace
+	if home == "" || home == pod.Namespace {
+		key, err := selection.ParseDefault(v, pod.Namespace)
+		return key, false, err
+	}
+	key, err := selection.ParseDefault(v, home)
+	if err != nil {
+		return key, false, err
+	}
+	// A bare name takes the namespace it is parsed for; a named one keeps
+	// its own whatever that is.
+	asPods, err := selection.ParseDefault(v, pod.Namespace)
+	return key, err == nil && asPods.Namespace != key.Namespace, err
+}
+
+// defaultNetworkAttachments are the DefaultNetworks, for a pod outside the
+// SystemNamespaces: net1, net2, ... in their order, looked up without
+// namespace isolation (the administrator listed them).
+func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, args [][2]string, devices *devicePool) ([]record.Attachment, error) {
+	if len(e.DefaultNetworks) == 0 || slices.Contains(e.SystemNamespaces, pod.Namespace) {
+		return nil, nil
+	}
+	out := make([]record.Attachment, 0, len(e.DefaultNetworks))
+	for i, key := range e.DefaultNetworks {
+		n, resource, err := e.lookup(ctx, pod, key)
+		if err != nil {
+			var te *types.Error
+			if errors.As(err, &te) {
+				te.Msg += " (one of the networks every pod gets: the daemon's --default-networks, chart value defaultNetworks; create it or remove it from there)"
+			}
+			return nil, err
+		}
+		att := &record.Attachment{Network: key.String(), IfName: "net" + strconv.Itoa(i+1), Config: n.List.Bytes,
+			Args: args, CapabilityArgs: map[string]interface{}{}}
+		if err := e.deviceParts(ctx, key, n, resource, "", att, devices); err != nil {
+			return nil, err
+		}
+		out = append(out, *att)
+	}
+	return out, nil
 }
 
 // foundDefault is the DefaultFound network when it is the one asked for
@@ -154,11 +223,18 @@ func IsOwnConfig(_ string, n *netconf.Network) bool {
 	return slices.ContainsFunc(n.List.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == PluginType })
 }
 
-// resolve finds and loads the definition a pod selected.
+// resolve finds and loads the definition a pod selected, within namespace
+// isolation.
 func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if !e.namespaceAllowed(pod, key.Namespace) {
 		return nil, "", planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only", key, pod.Namespace, e.GlobalNamespaces)
 	}
+	return e.lookup(ctx, pod, key)
+}
+
+// lookup finds and loads a definition for a pod, whatever its namespace:
+// for the networks the administrator chose.
+func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if e.Networks == nil {
 		return nil, "", planError(pod, "network %s not found: no network definitions source", key)
 	}
@@ -210,18 +286,6 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 			return nil, planError(pod, "network %s: field \"cni-args\": %v", key, err)
 		}
 	}
-	deviceID, err := devices.assign(ctx, key, resource, sel.DeviceID)
-	if err != nil {
-		return nil, err
-	}
-	if deviceID != "" {
-		if config, err = withDeviceID(config, deviceID); err != nil {
-			return nil, planError(pod, "network %s: deviceID: %v", key, err)
-		}
-		if caps["deviceID"] {
-			capArgs["deviceID"] = deviceID
-		}
-	}
 	att := &record.Attachment{
 		Network:        key.String(),
 		IfName:         ifName(sel, i),
@@ -229,7 +293,9 @@ func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.S
 		Args:           withEnvArgs(args, d.env),
 		CapabilityArgs: capArgs,
 		DefaultRoute:   sel.DefaultRoute,
-		DeviceInfo:     devicePluginInfo(resource, deviceID),
+	}
+	if err := e.deviceParts(ctx, key, n, resource, sel.DeviceID, att, devices); err != nil {
+		return nil, err
 	}
 	if sel.DefaultRoute != nil && att.DefaultRoute == nil {
 		att.DefaultRoute = []string{}

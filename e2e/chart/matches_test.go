@@ -106,8 +106,11 @@ func sameSettings(t *testing.T, chart, config map[string]string) {
 	t.Helper()
 	d := daemon.Defaults()
 	atDefault := map[string]string{
-		"--namespace-isolation": strconv.FormatBool(d.IsolateNamespaces),
-		"--global-namespaces":   strings.Join(d.GlobalNamespaces, ","),
+		"--namespace-isolation":       strconv.FormatBool(d.IsolateNamespaces),
+		"--global-namespaces":         strings.Join(d.GlobalNamespaces, ","),
+		"--default-networks":          strings.Join(d.DefaultNetworks, ","),
+		"--system-namespaces":         strings.Join(d.SystemNamespaces, ","),
+		"--default-network-namespace": d.DefaultNetworkNamespace,
 		// controller-runtime's zap logs at info outside development mode.
 		"--zap-log-level": "info",
 	}

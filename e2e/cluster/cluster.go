@@ -61,6 +61,10 @@ const (
 	PlexusNamespace   = "kube-system"
 
 	KubeletRootDir = "/var/lib/kubelet"
+	// StaticPodDir is kubelet's staticPodPath: a spec puts a static pod's
+	// manifest there, and Down empties it before deleting pods (kubelet
+	// recreates the mirror pod of a static pod whose manifest is there).
+	StaticPodDir = KubeletRootDir + "/static-pods"
 	// RuntimeDir holds containerd's socket; a folder of the cluster's own
 	// so that a containerd of the host's is never touched.
 	RuntimeDir       = "/run/plexus-e2e"

@@ -80,6 +80,13 @@ func (c *Cluster) deletePods(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Static pods go when their manifests do; their mirror pods come
+	// back while the manifests are there.
+	if manifests, err := filepath.Glob(filepath.Join(StaticPodDir, "*")); err == nil {
+		for _, m := range manifests {
+			_ = os.Remove(m)
+		}
+	}
 	pods := cs.CoreV1().Pods(metav1.NamespaceAll)
 	workloads := func(ctx context.Context) (int, error) {
 		list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name!=plexus"})

@@ -16,7 +16,8 @@ import (
 // kubeletConfig is kubelet's config file. cgroupfs and failCgroupV1: false,
 // because this host has cgroup v1 and no systemd; failSwapOn: false, since
 // swap is the host's business; no cluster DNS (there is none); eviction
-// thresholds low, so a busy disk does not evict the suite's pods.
+// thresholds low, so a busy disk does not evict the suite's pods; a static
+// pod dir (StaticPodDir) for the static pod spec.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: cgroupfs
@@ -46,11 +47,15 @@ evictionHard:
   imagefs.available: 1%%
 imageGCHighThresholdPercent: 99
 imageGCLowThresholdPercent: 98
+staticPodPath: %[5]q
 `
 
 func (c *Cluster) startKubelet(ctx context.Context, nodeIP net.IP) error {
+	if err := os.MkdirAll(StaticPodDir, 0o755); err != nil {
+		return err
+	}
 	cfg := fmt.Sprintf(kubeletConfig, ContainerdSocket, c.path("pki", "ca.crt"),
-		c.path("pki", "kubelet-serving.crt"), c.path("pki", "kubelet-serving.key"))
+		c.path("pki", "kubelet-serving.crt"), c.path("pki", "kubelet-serving.key"), StaticPodDir)
 	file := c.path("kubelet", "config.yaml")
 	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 		return err

@@ -19,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -57,7 +59,17 @@ type Options struct {
 	DefaultNetwork    string
 	IsolateNamespaces bool
 	GlobalNamespaces  []string
-	OperationTimeout  time.Duration
+
+	// DefaultNetworks are attached to every pod outside SystemNamespaces
+	// (see plugin.Engine.DefaultNetworks): "name" (in
+	// DefaultNetworkNamespace) or "namespace/name".
+	DefaultNetworks  []string
+	SystemNamespaces []string
+	// DefaultNetworkNamespace is where bare names of DefaultNetworks and
+	// of pods' default-network annotations are looked up.
+	DefaultNetworkNamespace string
+
+	OperationTimeout time.Duration
 	// PodResourcesSocket is kubelet's pod-resources API, asked for the
 	// devices of networks backed by a device plugin resource.
 	PodResourcesSocket string
@@ -114,6 +126,9 @@ func Defaults() Options {
 		BypassCheckEvery:   controllers.DefaultBypassCheck,
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
+
+		SystemNamespaces:        []string{"kube-system"},
+		DefaultNetworkNamespace: "kube-system",
 	}
 }
 
@@ -178,6 +193,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	defaultNetworks, err := ParseDefaultNetworks(o.DefaultNetworks, o.DefaultNetworkNamespace)
+	if err != nil {
+		return nil, err
+	}
 	log := ctrl.Log.WithName("plexus")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 Scheme(),
@@ -221,6 +240,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Devices:           &kube.PodResources{Socket: o.PodResourcesSocket},
 		IsolateNamespaces: o.IsolateNamespaces,
 		GlobalNamespaces:  o.GlobalNamespaces,
+
+		DefaultNetworks:         defaultNetworks,
+		SystemNamespaces:        o.SystemNamespaces,
+		DefaultNetworkNamespace: o.DefaultNetworkNamespace,
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
 	recorder := mgr.GetEventRecorderFor("plexus")
@@ -285,6 +308,30 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		}
 	}
 	return d, nil
+}
+
+// ParseDefaultNetworks reads --default-networks: each "name" (looked up
+// in home, the default-network namespace) or "namespace/name", both
+// DNS-1123 names. A bad entry is an error naming it, so the daemon does
+// not start with a network every pod would fail on.
+func ParseDefaultNetworks(list []string, home string) ([]k8stypes.NamespacedName, error) {
+	out := make([]k8stypes.NamespacedName, 0, len(list))
+	for _, item := range list {
+		ns, name, found := strings.Cut(item, "/")
+		if !found {
+			ns, name = home, item
+		}
+		errs := validation.IsDNS1123Subdomain(name)
+		if nsErrs := validation.IsDNS1123Label(ns); len(nsErrs) > 0 {
+			errs = append(errs, "namespace: "+strings.Join(nsErrs, "; "))
+		}
+		if len(errs) > 0 {
+			return nil, fmt.Errorf("--default-networks (chart value defaultNetworks): %q: want \"name\" (looked up in the default-network namespace %q) or \"namespace/name\" of a NetworkAttachmentDefinition: %s",
+				item, home, strings.Join(errs, "; "))
+		}
+		out = append(out, k8stypes.NamespacedName{Namespace: ns, Name: name})
+	}
+	return out, nil
 }
 
 // NetworksDir is where the node's rendered definitions are.

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -135,6 +136,7 @@ func Del(ctx context.Context, cni libcni.CNI, containerID, netns string, a *reco
 	if !a.Added() {
 		if k := firstMissing(cni, list); k >= 0 {
 			if k == 0 {
+				removeDeviceInfoFile(cni, a)
 				return nil
 			}
 			part := *list
@@ -145,7 +147,79 @@ func Del(ctx context.Context, cni libcni.CNI, containerID, netns string, a *reco
 	if err := cni.DelNetworkList(ctx, list, RuntimeConf(containerID, netns, a)); err != nil {
 		return &Error{Op: "DEL", Network: a.Network, Plugins: PluginTypes(list), IfName: a.IfName, Err: err}
 	}
+	removeDeviceInfoFile(cni, a)
 	return nil
+}
+
+// DeviceInfoDir is the NPWG directory of the device-info files CNI plugins
+// write (runtimeConfig "CNIDeviceInfoFile"), on the node.
+const DeviceInfoDir = "/var/run/k8s.cni.cncf.io/devinfo/cni"
+
+// NodeRooted is a libcni.CNI whose plugins run in the node's root
+// filesystem mounted at NodeRoot (nodeexec's), not in the caller's.
+type NodeRooted interface {
+	NodeRoot() string
+}
+
+// NodeRoot is where cni's plugins see "/": "" for the caller's own root.
+func NodeRoot(cni libcni.CNI) string {
+	if r, ok := cni.(NodeRooted); ok {
+		return r.NodeRoot()
+	}
+	return ""
+}
+
+// removeDeviceInfoFile removes what the attachment's delegate wrote at its
+// CNIDeviceInfoFile path, once its DEL succeeded. Best effort: the file
+// holds nothing but a description. Only a file in DeviceInfoDir is
+// removed, whatever a record says.
+func removeDeviceInfoFile(cni libcni.CNI, a *record.Attachment) {
+	path, _ := a.CapabilityArgs["CNIDeviceInfoFile"].(string)
+	if path == "" || filepath.Dir(filepath.Clean(path)) != DeviceInfoDir {
+		return
+	}
+	if host, err := HostPath(NodeRoot(cni), path); err == nil {
+		_ = os.Remove(host)
+	}
+}
+
+// HostPath is where a caller whose view of the node's root filesystem is
+// at root ("" or "/": its own root) finds the file the node names path.
+// Symbolic links on the way are followed as the node follows them, an
+// absolute target starting again at root (a node's /var/run -> /run is
+// the node's /run, not the caller's), and never out of root. Parts that
+// do not exist yet are kept as they are.
+func HostPath(root, path string) (string, error) {
+	if root == "" || root == "/" {
+		return filepath.Clean(path), nil
+	}
+	rest := strings.Split(path, "/")
+	cur := "/"
+	for links := 0; len(rest) > 0; {
+		part := rest[0]
+		rest = rest[1:]
+		switch part {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, part)
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil { // not a link, or not there yet
+			cur = next
+			continue
+		}
+		if links++; links > 40 {
+			return "", fmt.Errorf("%s: too many levels of symbolic links under %s", path, root)
+		}
+		if filepath.IsAbs(target) {
+			cur = "/"
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	return filepath.Join(root, cur), nil
 }
 
 // PluginFinder is a libcni.CNI that can tell whether a plugin is

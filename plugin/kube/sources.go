@@ -21,16 +21,25 @@ import (
 // Pods finds pods in the cache of this node's pods, and asks the API
 // server only when the cache misses or holds another pod of that name (a
 // pod deleted and recreated faster than the watch delivered it).
+//
+// A static pod is known to the runtime by its own UID, while the API
+// server holds its mirror pod under another, with the runtime's UID in
+// the kubernetes.io/config.mirror annotation: that mirror pod is the pod
+// (and takes its network-status). Any other UID mismatch is refused.
 type Pods struct {
 	Cache client.Reader
 	Live  client.Reader
 }
 
+// MirrorPodAnnotation on a mirror pod holds the UID kubelet (and so the
+// runtime) knows its static pod by.
+const MirrorPodAnnotation = corev1.MirrorPodAnnotationKey
+
 func (p *Pods) Pod(ctx context.Context, namespace, name, uid string) (*plugin.Pod, error) {
 	key := k8stypes.NamespacedName{Namespace: namespace, Name: name}
 	pod := &corev1.Pod{}
 	err := p.Cache.Get(ctx, key, pod)
-	if err == nil && (uid == "" || string(pod.UID) == uid) {
+	if err == nil && isPod(pod, uid) {
 		return toPod(pod), nil
 	}
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -39,10 +48,23 @@ func (p *Pods) Pod(ctx context.Context, namespace, name, uid string) (*plugin.Po
 	if err := p.Live.Get(ctx, key, pod); err != nil {
 		return nil, err
 	}
-	if uid != "" && string(pod.UID) != uid {
+	if !isPod(pod, uid) {
+		if mirror, ok := pod.Annotations[MirrorPodAnnotation]; ok {
+			return nil, fmt.Errorf("mirror pod of a static pod with UID %s, the runtime asked for %s (static pod changed?)", mirror, uid)
+		}
 		return nil, fmt.Errorf("pod has UID %s, the runtime asked for %s (deleted and recreated?)", pod.UID, uid)
 	}
 	return toPod(pod), nil
+}
+
+// isPod tells whether pod is the one the runtime called for by uid: the
+// same UID, or the mirror pod of the static pod of that UID.
+func isPod(pod *corev1.Pod, uid string) bool {
+	if uid == "" || string(pod.UID) == uid {
+		return true
+	}
+	mirror, ok := pod.Annotations[MirrorPodAnnotation]
+	return ok && mirror == uid
 }
 
 func toPod(p *corev1.Pod) *plugin.Pod {

@@ -50,14 +50,19 @@ type NodeExec struct {
 // node's plugin dirs as the node names them ("/opt/cni/bin"), cacheDir is
 // the daemon's own.
 func NewCNI(e *NodeExec, binDirs []string, cacheDir string) *CNI {
-	return &CNI{CNIConfig: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, e), exec: e}
+	return &CNI{CNIConfig: libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, e), exec: e, root: e.Root}
 }
+
+// NodeRoot is where the plugins' "/" is, for files they write at node
+// paths (delegate.NodeRooted).
+func (c *CNI) NodeRoot() string { return c.root }
 
 // CNI is libcni that can also tell whether a plugin is installed, the way
 // its exec looks plugins up (delegate.Del skips a plugin that is not).
 type CNI struct {
 	*libcni.CNIConfig
 	exec invoke.Exec
+	root string
 }
 
 // Has reports whether the plugin of that type is in the CNI's plugin dirs.

@@ -54,6 +54,9 @@ that say how plexus behaves rather than where things are on the node.
 # flags on its command line win over these.
 namespace-isolation: {{ .Values.namespaceIsolation }}
 global-namespaces: {{ .Values.globalNamespaces | default list | toJson }}
+default-networks: {{ .Values.defaultNetworks | default list | toJson }}
+system-namespaces: {{ .Values.systemNamespaces | default list | toJson }}
+default-network-namespace: {{ required "defaultNetworkNamespace must be set" .Values.defaultNetworkNamespace | toString | toJson }}
 {{- with .Values.defaultNetwork }}
 default-network: {{ toString . | toJson }}
 {{- end }}
