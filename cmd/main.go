@@ -30,7 +30,7 @@ func main() {
 	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
 	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
 	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
-		"name of the default network's config in the conf dir; empty picks the first that is not plexus's own")
+		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
 	flag.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
 		"pods may use network definitions of their own namespace and the global namespaces only")
 	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
