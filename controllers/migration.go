@@ -111,7 +111,8 @@ func (c *NodeConfig) hasPlugin(t string) bool {
 func (c *NodeConfig) syncForeign(s *NodeState) {
 	files, err := netconf.ConfFiles(c.ConfDir)
 	if err != nil {
-		s.Foreign = []ForeignConfig{{File: c.ConfDir, Error: err.Error()}}
+		// syncConfig reports an unreadable conf dir; what was found
+		// before stays until it can be read again.
 		return
 	}
 	var foreign []ForeignConfig
