@@ -116,6 +116,7 @@ func (c *NodeConfig) syncForeign(s *NodeState) {
 		return
 	}
 	var foreign []ForeignConfig
+	s.MetaConfigs = nil
 	for _, path := range files {
 		base := filepath.Base(path)
 		if base == ConfigFileName {
@@ -128,6 +129,9 @@ func (c *NodeConfig) syncForeign(s *NodeState) {
 			f.Network, f.Types, f.MetaPlugin = n.List.Name, pluginTypes(n), plugin.MetaPluginType(n)
 		}
 		leftover := f.MetaPlugin != "" && f.MetaPlugin != plugin.PluginType
+		if leftover {
+			s.MetaConfigs = append(s.MetaConfigs, fmt.Sprintf("%s (%s)", base, f.MetaPlugin))
+		}
 		if leftover {
 			f.Installed = c.hasPlugin(f.MetaPlugin)
 		}

@@ -235,3 +235,23 @@ func TestForeignConfigSortingFirstIsReported(t *testing.T) {
 	}
 	wrapped(t, c, "k8s-pod-network", "0.3.1")
 }
+
+// A node whose only config is a meta-plugin's has no default network, and
+// says why.
+func TestOnlyAMetaPluginsConfigIsNoDefaultNetwork(t *testing.T) {
+	c := newNodeConfig(t)
+	withShim(t, c)
+	c.SetAsideLeftovers = true
+	writeFile(t, filepath.Join(c.ConfDir, "00-multus.conf"), confMultus)
+	c.Sync()
+	s := c.State()
+	if s.Default != nil || c.Ready() == nil {
+		t.Fatalf("state %+v: want no default network and not Ready", s)
+	}
+	for _, want := range []string{"00-multus.conf (multus)", "never the default network", "delegates"} {
+		if !strings.Contains(s.DefaultError, want) {
+			t.Errorf("DefaultError %q lacks %q", s.DefaultError, want)
+		}
+	}
+	mustNotExist(t, filepath.Join(c.ConfDir, "00-multus.conf"))
+}

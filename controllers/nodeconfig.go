@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -110,6 +111,9 @@ type NodeState struct {
 	// counts them all since the daemon started).
 	SetAside  []SetAsideFile
 	SetAsides int
+	// MetaConfigs names the meta-plugins' configs the last sync found
+	// (set aside or not): "file (type)".
+	MetaConfigs []string
 }
 
 // State returns a copy of the current state.
@@ -304,6 +308,11 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		// The last good conflist stays: a default network's daemon
 		// rewriting its file (an upgrade) must not break the node.
 		s.Default, s.DefaultFile, s.DefaultError = nil, "", err.Error()
+		if len(s.MetaConfigs) > 0 {
+			s.DefaultError += fmt.Sprintf("; meta-plugins' configs are never the default network (%s): "+
+				"put the default network's own config in the conf dir (a Multus config carried it in its delegates or clusterNetwork)",
+				strings.Join(s.MetaConfigs, ", "))
+		}
 		s.ConfigCurrent = false
 		s.ConfigError = "no default network"
 		if onDisk {

@@ -97,13 +97,13 @@ var _ = Describe("a node that Multus was uninstalled from", Serial, func() {
 		Expect(nns.Status.DefaultNetwork).NotTo(BeNil())
 		Expect(nns.Status.DefaultNetwork.File).To(Equal(cluster.DefaultConflist), "the default network is the node's own, not Multus's")
 
-		short := busyboxPod(ns, "short", "first,second")
+		short := busyboxPod(ns, "short", "first, "+ns+"/second@stor0")
 		long := busyboxPod(ns, "long", `[{"name":"first","interface":"data0"},{"name":"second","namespace":"`+ns+`"}]`)
 		for _, p := range []*corev1.Pod{short, long} {
 			Expect(k8s.Create(ctx, p)).To(Succeed())
 		}
 		short, long = waitRunning(ctx, short), waitRunning(ctx, long)
-		for pod, ifnames := range map[*corev1.Pod][]string{short: {"net1", "net2"}, long: {"data0", "net2"}} {
+		for pod, ifnames := range map[*corev1.Pod][]string{short: {"net1", "stor0"}, long: {"data0", "net2"}} {
 			status := networkStatus(ctx, pod)
 			Expect(status).To(HaveLen(3), "pod %s: %+v", pod.Name, status)
 			Expect(status[0].Default).To(BeTrue())
