@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/daemon"
 	"github.com/plexus-cni/plexus/plugin/nodeexec"
 )
@@ -30,7 +31,7 @@ func main() {
 	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
 	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
 	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
-		"name of the default network's config in the conf dir; empty picks the first that is not plexus's own")
+		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
 	flag.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
 		"pods may use network definitions of their own namespace and the global namespaces only")
 	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
@@ -51,6 +52,8 @@ func main() {
 		"where the node's root filesystem is mounted in this container: delegates run chrooted into it, as the runtime runs them on the node, and NodeNetworkStatus and Events show paths without it")
 	flag.StringVar(&o.NodePath, "node-path", o.NodePath,
 		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
+	flag.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
+		"rename leftover meta-plugin configs (Multus's, its plugin binary gone) in the conf dir to <name>"+controllers.SetAsideSuffix+", so that the runtime no longer reads them; false only reports them (the node is not Ready)")
 	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")

@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -50,7 +51,13 @@ type NodeConfig struct {
 	// ShimSource is the shim binary to install into BinDir; empty installs
 	// nothing (the shim is put there by other means).
 	ShimSource string
-	Resync     time.Duration
+	// SetAsideLeftovers moves leftover meta-plugin configs (their plugin
+	// binary gone from BinDir) out of the runtime's way; see syncForeign.
+	SetAsideLeftovers bool
+	// HasPlugin says whether a plugin type is installed; nil looks in
+	// BinDir.
+	HasPlugin func(string) bool
+	Resync    time.Duration
 	// CanServe holds the first write back until CNI calls can be served,
 	// so the runtime never calls a plexus that cannot answer.
 	CanServe func() bool
@@ -97,6 +104,16 @@ type NodeState struct {
 	ConfigRestores        int
 	ShimInstalled         bool
 	ShimError             string
+	// Foreign lists the configs that sort before the conflist, so that
+	// the runtime reads one of them instead: plexus is not in effect.
+	Foreign []ForeignConfig
+	// SetAside lists the last leftover configs set aside (SetAsides
+	// counts them all since the daemon started).
+	SetAside  []SetAsideFile
+	SetAsides int
+	// MetaConfigs names the meta-plugins' configs the last sync found
+	// (set aside or not): "file (type)".
+	MetaConfigs []string
 }
 
 // State returns a copy of the current state.
@@ -114,6 +131,8 @@ func (c *NodeConfig) Ready() error {
 		return fmt.Errorf("shim not installed: %s", s.ShimError)
 	case !s.ConfigCurrent:
 		return fmt.Errorf("node conflist not written: %s", s.ConfigError)
+	case len(s.Foreign) > 0:
+		return fmt.Errorf("node conflist not in effect: %s", foreignMessage(s.Foreign, c.BinDir))
 	}
 	return nil
 }
@@ -207,6 +226,7 @@ func (c *NodeConfig) Sync() {
 	defer c.syncMu.Unlock()
 	next := c.State()
 	c.syncShim(&next)
+	c.syncForeign(&next)
 	c.syncConfig(&next)
 	c.mu.Lock()
 	changed := !sameState(c.state, next)
@@ -227,7 +247,8 @@ func sameState(a, b NodeState) bool {
 	return a.DefaultFile == b.DefaultFile && a.DefaultError == b.DefaultError && a.ConfigWritten.Equal(b.ConfigWritten) &&
 		bytes.Equal(defaultBytes(a), defaultBytes(b)) &&
 		a.ConfigCurrent == b.ConfigCurrent && a.ConfigError == b.ConfigError && a.ConfigRestores == b.ConfigRestores &&
-		a.ShimInstalled == b.ShimInstalled && a.ShimError == b.ShimError
+		a.ShimInstalled == b.ShimInstalled && a.ShimError == b.ShimError &&
+		sameForeign(a.Foreign, b.Foreign) && a.SetAsides == b.SetAsides
 }
 
 func defaultBytes(s NodeState) []byte {
@@ -287,6 +308,11 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		// The last good conflist stays: a default network's daemon
 		// rewriting its file (an upgrade) must not break the node.
 		s.Default, s.DefaultFile, s.DefaultError = nil, "", err.Error()
+		if len(s.MetaConfigs) > 0 {
+			s.DefaultError += fmt.Sprintf("; meta-plugins' configs are never the default network (%s): "+
+				"put the default network's own config in the conf dir (a Multus config carried it in its delegates or clusterNetwork)",
+				strings.Join(s.MetaConfigs, ", "))
+		}
 		s.ConfigCurrent = false
 		s.ConfigError = "no default network"
 		if onDisk {
@@ -337,10 +363,11 @@ func (c *NodeConfig) restored(s *NodeState, path string, wasOnDisk bool) {
 		"conflist", path, "was", s.ConfigRestoredBecause, "restores", s.ConfigRestores)
 }
 
-// isOwn tells plexus's configs from the default network's candidates: the
-// file plexus writes (whatever it holds) and any config of type plexus.
+// isOwn tells the configs that are never the default network from its
+// candidates: the file plexus writes (whatever it holds) and any
+// meta-plugin's config, plexus's and Multus's among them.
 func isOwn(path string, n *netconf.Network) bool {
-	return filepath.Base(path) == ConfigFileName || plugin.IsOwnConfig(path, n)
+	return filepath.Base(path) == ConfigFileName || plugin.IsMetaConfig(path, n)
 }
 
 // Render is the node conflist wrapping a default network: plexus under the

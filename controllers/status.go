@@ -58,6 +58,10 @@ type StatusReconciler struct {
 	// an Event; only Reconcile, which the controller never runs
 	// concurrently, touches it.
 	restoresReported int
+	// setAsidesReported and foreignReported are the node config's
+	// set-aside count and foreign configs' message last sent as Events.
+	setAsidesReported int
+	foreignReported   string
 }
 
 // Poke asks for a status refresh; it never blocks.
@@ -101,6 +105,7 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		}
 	}
 	r.reportRestore(next)
+	r.reportForeign(next)
 	return ctrl.Result{RequeueAfter: statusResync}, nil
 }
 
@@ -134,6 +139,31 @@ func restoreMessage(confDir string, node NodeState) string {
 	return fmt.Sprintf("%s/%s was %s by someone else and restored at %s (restore %d since the daemon started); "+
 		"pods that started while it was %s may lack their networks (see status.bypassedPods)",
 		confDir, ConfigFileName, node.ConfigRestoredBecause, node.ConfigRestored.UTC().Format(time.RFC3339), node.ConfigRestores, meanwhile)
+}
+
+// reportForeign sends an Event per leftover config set aside since the last
+// call, and a Warning Event each time the configs that sort before the node
+// conflist change (none when they are gone).
+func (r *StatusReconciler) reportForeign(nns *v1alpha1.NodeNetworkStatus) {
+	if r.Recorder == nil {
+		return
+	}
+	node := r.Node.State()
+	if news := node.SetAsides - r.setAsidesReported; news > 0 {
+		r.setAsidesReported = node.SetAsides
+		list := node.SetAside[max(0, len(node.SetAside)-news):]
+		for _, set := range list {
+			r.Recorder.Eventf(nns, corev1.EventTypeNormal, ReasonLeftoverSetAside, "node %s: %s", r.NodeName, r.HostPaths.Show(set.Message(r.Node.BinDir)))
+		}
+	}
+	msg := ""
+	if len(node.Foreign) > 0 {
+		msg = foreignMessage(node.Foreign, r.Node.BinDir)
+	}
+	if msg != r.foreignReported && msg != "" {
+		r.Recorder.Eventf(nns, corev1.EventTypeWarning, node.Foreign[0].Reason(), "node %s: %s", r.NodeName, r.HostPaths.Show(msg))
+	}
+	r.foreignReported = msg
 }
 
 func (r *StatusReconciler) create(ctx context.Context) (*v1alpha1.NodeNetworkStatus, error) {
@@ -206,6 +236,11 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 		set(v1alpha1.ConditionShimInstalled, true, "Installed", r.Node.BinDir+"/"+ShimName)
 	} else {
 		set(v1alpha1.ConditionShimInstalled, false, "NotInstalled", node.ShimError)
+	}
+	if len(node.Foreign) == 0 {
+		set(v1alpha1.ConditionConfigFirst, true, "First", "no other config sorts before "+ConfigFileName)
+	} else {
+		set(v1alpha1.ConditionConfigFirst, false, node.Foreign[0].Reason(), foreignMessage(node.Foreign, r.Node.BinDir))
 	}
 	ready := r.Node.Ready()
 	if ready == nil && r.Serving != nil {

@@ -403,7 +403,7 @@ func TestBadRequestsFailBeforeAnythingIsCreated(t *testing.T) {
 			[]string{"team/hl-net", `field "infiniband-guid"`, `"infinibandGUID"`, "ib-sriov"}},
 		{"duplicate interface", `[{"name":"hl-net","interface":"eth0"}]`, []string{"team/hl-net", `"interface"`, "eth0"}},
 		{"duplicate generated name", `[{"name":"hl-net"},{"name":"hl-net","interface":"net1"}]`, []string{"net1", "already used"}},
-		{"namespace isolation", "other/private", []string{"other/private", "namespace isolation"}},
+		{"namespace isolation", "other/private", []string{"other/private", "namespace isolation", "namespaceIsolation: false", "--namespace-isolation=false", `add "other" to globalNamespaces`}},
 		{"malformed annotation", `[{"name":"hl-net"`, []string{"pod team/web", "JSON"}},
 		{"whitespace-only annotation", " \n ", []string{"pod team/web", "networks annotation", "whitespace only"}},
 		{"interfaceRequest against interface", `[{"name":"hl-net","interface":"a1","interfaceRequest":"a2"}]`,
@@ -480,6 +480,37 @@ func TestNoKubernetesArgsAttachesTheDefaultNetworkOnly(t *testing.T) {
 		t.Errorf("status published without a pod")
 	}
 	f.mustDo(f.req("STATUS", "", nil, nil))
+	f.mustDo(f.req("DEL", "c1", netns, nil))
+	f.assertClean(netns, "c1")
+}
+
+// Meta-plugins' configs left on the node (Multus thin and thick, CNI-Genie,
+// DANM), as a .conf or inside a .conflist, sort before the default network
+// and are never taken for it: their plugins are absent here, so an ADD
+// that called one would fail.
+func TestDefaultNetworkIsNeverAMetaPluginsConfig(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	f.writeConf("00-multus.conf", plugintest.Conf(M{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus",
+		"kubeconfig": "/etc/cni/net.d/multus.d/multus.kubeconfig", "delegates": []M{{"name": "defnet", "type": "bridge"}}}))
+	f.writeConf("01-multus-shim.conf", plugintest.Conf(M{"cniVersion": "0.3.1", "name": "multus-cni-network", "type": "multus-shim"}))
+	f.writeConf("02-genie.conf", plugintest.Conf(M{"cniVersion": "0.3.1", "name": "k8s-pod-network", "type": "genie"}))
+	// DANM's own file has no cniVersion; a chain with a meta-plugin in
+	// second place is a meta-plugin's config too.
+	f.writeConf("03-danm.conf", plugintest.Conf(M{"name": "meta_cni", "type": "danm"}))
+	f.writeConf("04-chained.conflist", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "chained",
+		"plugins": []M{{"type": "bridge"}, {"type": "multus"}}}))
+	netns := plugintest.NewNS(t)
+	res := f.mustDo(f.req("ADD", "c1", netns, nil))
+	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"lo", "eth0"}) {
+		t.Errorf("links %v", links)
+	}
+	rec, err := f.engine.Store.Load("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Attachments[0].Network; got != "defnet" {
+		t.Errorf("default network %q, want defnet (10-default.conflist); result %v", got, res)
+	}
 	f.mustDo(f.req("DEL", "c1", netns, nil))
 	f.assertClean(netns, "c1")
 }

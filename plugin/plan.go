@@ -150,7 +150,7 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 	n := e.foundDefault(name)
 	if n == nil {
 		var err error
-		if n, _, err = netconf.FindDefault(e.ConfDir, name, IsOwnConfig); err != nil {
+		if n, _, err = netconf.FindDefault(e.ConfDir, name, IsMetaConfig); err != nil {
 			return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("default network: %v", err), "")
 		}
 	}
@@ -211,7 +211,7 @@ func (e *Engine) foundDefault(name string) *netconf.Network {
 		return nil
 	}
 	n := e.DefaultFound()
-	if n == nil || (name != "" && n.List.Name != name) || IsOwnConfig("", n) {
+	if n == nil || (name != "" && n.List.Name != name) || IsMetaConfig("", n) {
 		return nil
 	}
 	return n
@@ -223,11 +223,37 @@ func IsOwnConfig(_ string, n *netconf.Network) bool {
 	return slices.ContainsFunc(n.List.Plugins, func(p *libcni.PluginConfig) bool { return p.Network.Type == PluginType })
 }
 
+// MetaPluginTypes are the plugin types of multi-network meta-plugins: a
+// config holding one (in a .conf, or anywhere in a .conflist's plugins) is
+// never a default network, since calling it would call that meta-plugin
+// (or plexus itself) for every pod. multus is Multus's thin plugin and
+// multus-shim its thick plugin's shim; genie is CNI-Genie's; danm is
+// DANM's. Users replacing them often leave their files behind.
+var MetaPluginTypes = []string{PluginType, "multus", "multus-shim", "genie", "danm"}
+
+// MetaPluginType is the first meta-plugin type (see MetaPluginTypes) among
+// a network's plugins, or "" when it has none.
+func MetaPluginType(n *netconf.Network) string {
+	for _, p := range n.List.Plugins {
+		if slices.Contains(MetaPluginTypes, p.Network.Type) {
+			return p.Network.Type
+		}
+	}
+	return ""
+}
+
+// IsMetaConfig says whether a config is a meta-plugin's (plexus's own
+// included), for netconf.FindDefault: such a config is never the default
+// network.
+func IsMetaConfig(_ string, n *netconf.Network) bool { return MetaPluginType(n) != "" }
+
 // resolve finds and loads the definition a pod selected, within namespace
 // isolation.
 func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if !e.namespaceAllowed(pod, key.Namespace) {
-		return nil, "", planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only", key, pod.Namespace, e.GlobalNamespaces)
+		return nil, "", planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only; "+
+			"add %q to globalNamespaces (--global-namespaces), or set namespaceIsolation: false (--namespace-isolation=false) to let pods use any namespace's networks",
+			key, pod.Namespace, e.GlobalNamespaces, key.Namespace)
 	}
 	return e.lookup(ctx, pod, key)
 }

@@ -17,6 +17,10 @@ const (
 	ConditionConfigWritten = "ConfigWritten"
 	// ConditionShimInstalled: the plexus binary is in the CNI bin dir.
 	ConditionShimInstalled = "ShimInstalled"
+	// ConditionConfigFirst: no other config in the node's CNI conf dir
+	// sorts before plexus's conflist, so the runtime, which reads the
+	// first, calls plexus. False names the files that do and what to do.
+	ConditionConfigFirst = "ConfigFirst"
 )
 
 // MaxListed bounds the networks a status lists one by one, so that a
@@ -135,7 +139,10 @@ type NodeNetworkStatusStatus struct {
 	// +listType=set
 	MissingPlugins []string `json:"missingPlugins,omitempty"`
 
-	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled.
+	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled,
+	// ConfigFirst (False names a config the runtime reads instead of
+	// plexus's: a meta-plugin still installed, a leftover not set aside,
+	// any other file sorting first, and what to do about it).
 	// ConfigWritten has reason Restored once the daemon had to put its
 	// conflist back after someone else removed or changed it; its
 	// lastTransitionTime is then the last restore, and its message says

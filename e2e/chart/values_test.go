@@ -86,6 +86,7 @@ func TestCustomValues(t *testing.T) {
 		"--default-network-namespace": "plexus-system",
 		"--readiness-indicator-file":  "/run/flannel/subnet.env",
 		"--zap-log-level":             "debug",
+		"--set-aside-leftovers":       "false",
 		"--operation-timeout":         "1m",
 		"--metrics-bind-address":      ":19091",
 		"--health-probe-bind-address": ":19092",

@@ -81,6 +81,10 @@ type Options struct {
 	ReadinessIndicator string
 	// Resync is how often the conf dir is read again besides its watch.
 	Resync time.Duration
+	// SetAsideLeftovers renames leftover meta-plugin configs (a Multus
+	// config whose plugin binary is gone) so that the runtime no longer
+	// reads them; off, they only make the node not Ready.
+	SetAsideLeftovers bool
 	// PodName and PodNamespace are the daemon's own pod ($POD_NAME,
 	// $POD_NAMESPACE): its DaemonSet, read when the daemon stops, tells
 	// an uninstall (the node conflist is removed) from a restart (it
@@ -122,6 +126,7 @@ func Defaults() Options {
 		OperationTimeout:   2 * time.Minute,
 		PodResourcesSocket: kube.DefaultPodResourcesSocket,
 		Resync:             30 * time.Second,
+		SetAsideLeftovers:  true,
 		SweepEvery:         10 * time.Minute,
 		BypassCheckEvery:   controllers.DefaultBypassCheck,
 		MetricsAddr:        ":9091",
@@ -256,7 +261,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
 		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir,
-		ShimSource: o.ShimSource, Resync: o.Resync,
+		ShimSource: o.ShimSource, Resync: o.Resync, SetAsideLeftovers: o.SetAsideLeftovers,
 		CanServe: func() bool { return server.Ready(nil) == nil },
 		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),
 	}
@@ -265,6 +270,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
 	if finder, ok := delegates.(delegate.PluginFinder); ok {
 		networks.HasPlugin = finder.Has
+		node.HasPlugin = finder.Has
 	}
 	nodeStatus.Node, nodeStatus.Networks = node, networks
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)

@@ -64,4 +64,5 @@ default-network: {{ toString . | toJson }}
 readiness-indicator-file: {{ clean . | toJson }}
 {{- end }}
 zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
+set-aside-leftovers: {{ ne (toString (.Values.migration | default dict).setAsideLeftovers) "false" }}
 {{- end -}}
