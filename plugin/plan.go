@@ -168,6 +168,7 @@ func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedN
 	}
 	nad, err := e.Networks.Network(ctx, key)
 	if errors.Is(err, ErrNetworkNotFound) {
+		e.noNetworkFound(pod, key)
 		return nil, "", planError(pod, "network %s not found", key)
 	}
 	if err != nil {
