@@ -34,6 +34,8 @@ func main() {
 		"pods may use network definitions of their own namespace and the global namespaces only")
 	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
 		"comma-separated namespaces whose network definitions every pod may use")
+	flag.BoolVar(&o.AddedInterfaceEvents, "added-interface-events", o.AddedInterfaceEvents,
+		"write an AddedInterface Event on a pod per interface it gets; false keeps the API server quiet (NoNetworkFound Warnings are always written)")
 	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
 		"kubelet's pod-resources API, for networks backed by a device plugin resource")
 	flag.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),

@@ -83,6 +83,7 @@ func TestCustomValues(t *testing.T) {
 		"--global-namespaces":         "default,shared-networks",
 		"--readiness-indicator-file":  "/run/flannel/subnet.env",
 		"--zap-log-level":             "debug",
+		"--added-interface-events":    "false",
 		"--operation-timeout":         "1m",
 		"--metrics-bind-address":      ":19091",
 		"--health-probe-bind-address": ":19092",

@@ -60,5 +60,6 @@ default-network: {{ toString . | toJson }}
 {{- with .Values.readinessIndicatorFile }}
 readiness-indicator-file: {{ clean . | toJson }}
 {{- end }}
+added-interface-events: {{ .Values.events.addedInterface }}
 zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
 {{- end -}}
