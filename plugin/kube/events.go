@@ -66,7 +66,12 @@ type PodEvents struct {
 	// DropNormal drops Normal Events (AddedInterface), for clusters that
 	// want a quiet API server; Warnings are always written.
 	DropNormal bool
-	Log        logr.Logger
+	// Delay is how long after Event an Event is queued: 0 means
+	// DefaultStatusDelay, as for the network-status, so that writing it
+	// does not compete with the ADD that reported it for the node's CPUs;
+	// a negative value queues it at once.
+	Delay time.Duration
+	Log   logr.Logger
 
 	recorder atomic.Pointer[toolsrecord.EventRecorder]
 }
@@ -83,7 +88,16 @@ func (p *PodEvents) Event(pod record.PodRef, eventType, reason, message string) 
 		return
 	}
 	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: k8stypes.UID(pod.UID)}
-	(*r).Event(ref, eventType, reason, message)
+	delay := p.Delay
+	if delay == 0 {
+		delay = DefaultStatusDelay
+	}
+	if delay < 0 {
+		(*r).Event(ref, eventType, reason, message)
+		return
+	}
+	// A timer, not a goroutine, waits; queueing never blocks.
+	time.AfterFunc(delay, func() { (*r).Event(ref, eventType, reason, message) })
 }
 
 // Start runs the writer until ctx ends.
