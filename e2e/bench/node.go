@@ -52,6 +52,9 @@ type Config struct {
 	// in the daemon's root.
 	HostPrefix string
 	Progress   io.Writer
+
+	// NoAddedInterfaceEvents runs the daemon with --added-interface-events=false.
+	NoAddedInterfaceEvents bool
 }
 
 func (c *Config) progress(format string, args ...interface{}) {
@@ -281,6 +284,7 @@ func (n *Node) startDaemon(confDir, binDir string) error {
 	o.HostPrefix = n.cfg.HostPrefix
 	o.ShimSource = n.cfg.Shim
 	o.MetricsAddr, o.ProbeAddr = "0", "0"
+	o.AddedInterfaceEvents = !n.cfg.NoAddedInterfaceEvents
 	if n.options != nil {
 		n.options(&o)
 	}
@@ -327,7 +331,7 @@ func (n *Node) waitReady(ctx context.Context, confDir string) error {
 }
 
 // RestartDaemon stops the daemon and starts it again with its options
-// changed by change (nil: the defaults), and waits until it is ready and
+// changed by change (nil: as the node started it), and waits until it is ready and
 // its caches hold the node's pods, so that no ADD has to ask the API
 // server for its pod.
 func (n *Node) RestartDaemon(ctx context.Context, change func(*daemon.Options)) error {
