@@ -18,19 +18,23 @@ const (
 // ADD that succeeded, default network included, in attach order. The
 // message has the shape Multus gives it, "Add <ifname> [<cidr> ...] from
 // <network>", since runbooks and tests match on it; the addresses are every
-// address the delegate reported, with their prefix length. An ADD that
-// failed reports none: its interfaces were rolled back.
+// address the delegate reported, with their prefix length. A delegate
+// that reported neither an interface nor an address (a plugin that only
+// tunes the sandbox) made no interface to announce, as Multus also
+// judges. An ADD that failed reports none: its interfaces were rolled
+// back.
 func (e *Engine) announceInterfaces(rec *record.Record, results []*current.Result) {
 	if e.Events == nil {
 		return
 	}
 	for i := range rec.Attachments {
 		a := &rec.Attachments[i]
+		if i >= len(results) || results[i] == nil || (len(results[i].Interfaces) == 0 && len(results[i].IPs) == 0) {
+			continue
+		}
 		ips := []string{}
-		if i < len(results) && results[i] != nil {
-			for _, ip := range results[i].IPs {
-				ips = append(ips, ip.Address.String())
-			}
+		for _, ip := range results[i].IPs {
+			ips = append(ips, ip.Address.String())
 		}
 		e.event(rec.Pod, EventNormal, ReasonAddedInterface, "Add %s %v from %s", a.IfName, ips, a.Network)
 	}

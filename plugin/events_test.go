@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
+
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
@@ -43,8 +45,15 @@ func TestAddReportsOneAddedInterfacePerInterface(t *testing.T) {
 	f.engine.Events = events
 	f.addNAD("team", "static-net", f.staticNet("static-net"))
 	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
+	// A delegate that makes no interface and reports an empty result (the
+	// faulty test plugin, passing, alone): nothing to announce.
+	binDir := plugintest.BinDir(t)
+	plugintest.InstallFaulty(t, binDir)
+	f.engine.CNI = libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
+	f.addNAD("team", "no-interface", plugintest.Conf(M{"cniVersion": "1.0.0", "plugins": []M{plugintest.Faulty("", 0, t.TempDir())}}))
 	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": `[
 	  {"name":"static-net","ips":["192.168.77.5/24"]},
+	  {"name":"no-interface"},
 	  {"name":"hl-net","interface":"data0"}]`})
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
