@@ -42,6 +42,8 @@ func main() {
 		"comma-separated namespaces whose pods do not get --default-networks")
 	flag.StringVar(&o.DefaultNetworkNamespace, "default-network-namespace", o.DefaultNetworkNamespace,
 		"where a bare name in --default-networks or in a pod's v1.multus-cni.io/default-network annotation is looked up (never the pod's namespace); namespace isolation does not apply to those")
+	flag.BoolVar(&o.AddedInterfaceEvents, "added-interface-events", o.AddedInterfaceEvents,
+		"write an AddedInterface Event on a pod per interface it gets; false keeps the API server quiet (NoNetworkFound Warnings are always written)")
 	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
 		"kubelet's pod-resources API, for networks backed by a device plugin resource")
 	flag.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),

@@ -54,6 +54,7 @@ func (e *Engine) Add(ctx context.Context, req *Request) (types.Result, error) {
 			e.Status.Publish(rec.Pod, rec.ContainerID, status)
 		}
 	}
+	e.announceInterfaces(rec, results)
 	merged := mergeResults(results)
 	out, err := merged.GetAsVersion(conf.CNIVersion)
 	if err != nil {

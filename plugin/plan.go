@@ -266,6 +266,7 @@ func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedNa
 	}
 	nad, err := e.Networks.Network(ctx, key)
 	if errors.Is(err, ErrNetworkNotFound) {
+		e.noNetworkFound(pod, key)
 		return nil, "", planError(pod, "network %s not found", key)
 	}
 	if err != nil {

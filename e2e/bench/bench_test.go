@@ -27,7 +27,7 @@ func TestResource(t *testing.T) {
 	}
 	for key, want := range map[string]bool{
 		"PUT nodenetworkstatuses/status": true, "GET nodenetworkstatuses": true, "POST events": true,
-		"PATCH pods/status": false, "GET pods": false, "GET nodes": false,
+		"PATCH pods/status": false, "GET pods": false, "GET nodes": false, "POST " + PodEvents: false,
 	} {
 		if got := Bookkeeping(key); got != want {
 			t.Errorf("Bookkeeping(%q) = %v, want %v", key, got, want)

@@ -52,6 +52,9 @@ type Config struct {
 	// in the daemon's root.
 	HostPrefix string
 	Progress   io.Writer
+
+	// NoAddedInterfaceEvents runs the daemon with --added-interface-events=false.
+	NoAddedInterfaceEvents bool
 }
 
 func (c *Config) progress(format string, args ...interface{}) {
@@ -108,6 +111,11 @@ type Node struct {
 	netns    []ns.NetNS
 	statusMu sync.Mutex
 	statusMs []float64
+
+	// confDir and binDir are the node's CNI dirs; options, if set,
+	// changes the daemon's options (RestartDaemon).
+	confDir, binDir string
+	options         func(*daemon.Options)
 }
 
 // StartNode starts the API server and the daemon and prepares the node.
@@ -141,6 +149,7 @@ func StartNode(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	n.confDir, n.binDir = confDir, binDir
 	cfg.progress("starting the plexus daemon (in this process)")
 	if err := n.startDaemon(confDir, binDir); err != nil {
 		return nil, err
@@ -275,6 +284,10 @@ func (n *Node) startDaemon(confDir, binDir string) error {
 	o.HostPrefix = n.cfg.HostPrefix
 	o.ShimSource = n.cfg.Shim
 	o.MetricsAddr, o.ProbeAddr = "0", "0"
+	o.AddedInterfaceEvents = !n.cfg.NoAddedInterfaceEvents
+	if n.options != nil {
+		n.options(&o)
+	}
 	restCfg := rest.CopyConfig(n.env.Config)
 	restCfg.WrapTransport = n.API.Wrap
 	d, err := daemon.New(restCfg, o)
@@ -313,6 +326,28 @@ func (n *Node) waitReady(ctx context.Context, confDir string) error {
 	n.plexus, err = libcni.NetworkConfFromFile(filepath.Join(confDir, controllers.ConfigFileName))
 	if err != nil {
 		return fmt.Errorf("the node conflist: %w", err)
+	}
+	return nil
+}
+
+// RestartDaemon stops the daemon and starts it again with its options
+// changed by change (nil: as the node started it), and waits until it is ready and
+// its caches hold the node's pods, so that no ADD has to ask the API
+// server for its pod.
+func (n *Node) RestartDaemon(ctx context.Context, change func(*daemon.Options)) error {
+	n.stop()
+	if err := <-n.stopped; err != nil {
+		return fmt.Errorf("stopping the daemon: %w", err)
+	}
+	n.options = change
+	if err := n.startDaemon(n.confDir, n.binDir); err != nil {
+		return err
+	}
+	if err := n.waitReady(ctx, n.confDir); err != nil {
+		return err
+	}
+	if !n.Daemon.Manager.GetCache().WaitForCacheSync(ctx) {
+		return errors.New("the restarted daemon's caches did not sync")
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/plexus-cni/plexus/plugin/kube"
 )
 
 // Counter counts HTTP requests to the API server by verb and resource
@@ -30,12 +32,28 @@ func NewCounter() *Counter { return &Counter{counts: map[string]int{}} }
 func (c *Counter) Wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripper(func(r *http.Request) (*http.Response, error) {
 		if r.URL.Query().Get("watch") != "true" {
+			key := r.Method + " " + Resource(r.URL.Path)
+			if strings.HasSuffix(r.UserAgent(), "/"+kube.PodEventsUserAgent) {
+				key = r.Method + " " + PodEvents
+			}
 			c.mu.Lock()
-			c.counts[r.Method+" "+Resource(r.URL.Path)]++
+			c.counts[key]++
 			c.mu.Unlock()
 		}
 		return rt.RoundTrip(r)
 	})
+}
+
+// PodEvents is the resource Counter names the requests of the daemon's
+// pod Events writer by (it has a user agent of its own), apart from the
+// node's own Events.
+const PodEvents = "pod-events"
+
+// Count is the count of key so far.
+func (c *Counter) Count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[key]
 }
 
 // Take returns the counts so far and starts again from zero.

@@ -87,6 +87,7 @@ func TestCustomValues(t *testing.T) {
 		"--readiness-indicator-file":  "/run/flannel/subnet.env",
 		"--zap-log-level":             "debug",
 		"--set-aside-leftovers":       "false",
+		"--added-interface-events":    "false",
 		"--operation-timeout":         "1m",
 		"--metrics-bind-address":      ":19091",
 		"--health-probe-bind-address": ":19092",

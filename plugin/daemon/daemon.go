@@ -73,6 +73,10 @@ type Options struct {
 	// PodResourcesSocket is kubelet's pod-resources API, asked for the
 	// devices of networks backed by a device plugin resource.
 	PodResourcesSocket string
+	// AddedInterfaceEvents writes an AddedInterface Event per interface a
+	// pod gets; false keeps the API server quiet (Warnings are always
+	// written).
+	AddedInterfaceEvents bool
 	// ShimSource is the shim binary installed into CNIBinDir; empty
 	// installs nothing.
 	ShimSource string
@@ -134,6 +138,7 @@ func Defaults() Options {
 
 		SystemNamespaces:        []string{"kube-system"},
 		DefaultNetworkNamespace: "kube-system",
+		AddedInterfaceEvents:    true,
 	}
 }
 
@@ -180,6 +185,7 @@ type Daemon struct {
 	Engine     *plugin.Engine
 	Server     *cniserver.Server
 	Status     *kube.StatusWriter
+	Events     *kube.PodEvents
 	Node       *controllers.NodeConfig
 	Networks   *controllers.NetworkReconciler
 	NodeStatus *controllers.StatusReconciler
@@ -233,6 +239,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
+	events := &kube.PodEvents{Config: cfg, NodeName: o.NodeName, DropNormal: !o.AddedInterfaceEvents, Log: log.WithName("events")}
 	engine := &plugin.Engine{
 		CNI:               delegates,
 		RuntimeCNI:        runtimeDelegates,
@@ -242,6 +249,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Pods:              &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
 		Networks:          &kube.Networks{Store: netStore, Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
 		Status:            status,
+		Events:            events,
 		Devices:           &kube.PodResources{Socket: o.PodResourcesSocket},
 		IsolateNamespaces: o.IsolateNamespaces,
 		GlobalNamespaces:  o.GlobalNamespaces,
@@ -281,7 +289,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
-	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
+	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Events: events, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
 		Bypassed: bypassed, sweepEvery: o.SweepEvery}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -289,7 +297,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	for _, r := range []manager.Runnable{status, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(d.sweepLoop), manager.RunnableFunc(networks.Prune), bypassed} {
+	for _, r := range []manager.Runnable{status, events, server, node, owner, manager.RunnableFunc(d.republish), manager.RunnableFunc(d.sweepLoop), manager.RunnableFunc(networks.Prune), bypassed} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}

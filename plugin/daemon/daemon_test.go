@@ -34,6 +34,7 @@ import (
 
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/plugin/kube"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -103,8 +104,12 @@ type counter struct {
 func (c *counter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
 		if r.URL.Query().Get("watch") != "true" {
+			key := r.Method + " " + resourceOf(r.URL.Path)
+			if strings.HasSuffix(r.UserAgent(), "/"+kube.PodEventsUserAgent) {
+				key = r.Method + " " + podEvents
+			}
 			c.mu.Lock()
-			c.counts[r.Method+" "+resourceOf(r.URL.Path)]++
+			c.counts[key]++
 			c.mu.Unlock()
 		}
 		return rt.RoundTrip(r)
@@ -117,6 +122,23 @@ func (c *counter) reset() map[string]int {
 	old := c.counts
 	c.counts = map[string]int{}
 	return old
+}
+
+// podEvents counts the requests of the pod Events writer (its own user
+// agent), apart from the node's own Events.
+const podEvents = "events (pod events writer)"
+
+// splitPodEvents takes the pod Events writer's requests out of counts.
+func splitPodEvents(counts map[string]int) (rest, events map[string]int) {
+	rest, events = map[string]int{}, map[string]int{}
+	for k, v := range counts {
+		if strings.HasSuffix(k, " "+podEvents) {
+			events[k] = v
+		} else {
+			rest[k] = v
+		}
+	}
+	return rest, events
 }
 
 // resourceOf turns /api/v1/namespaces/x/pods/y/status into pods/status.
@@ -494,10 +516,15 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	}
 	f.eventually("network-status", func() bool { return len(f.networkStatus(pod)) == 3 })
 	time.Sleep(200 * time.Millisecond) // let any stray request show
-	counts := onPodPath(f.api.reset())
-	t.Logf("API requests during one ADD: %v", counts)
+	f.eventually("AddedInterface Events", func() bool { return len(f.eventsOf("Pod", pod.Name, "AddedInterface")) == 3 })
+	time.Sleep(200 * time.Millisecond) // let any stray request show
+	counts, events := splitPodEvents(onPodPath(f.api.reset()))
+	t.Logf("API requests during one ADD: %v, and its Events: %v", counts, events)
 	if counts["PATCH pods/status"] != 1 || len(counts) != 1 {
 		t.Errorf("API requests per ADD %v, want exactly one PATCH of pods/status", counts)
+	}
+	if events["POST "+podEvents] != 3 || len(events) != 1 {
+		t.Errorf("Event requests per ADD %v, want one POST per interface (3)", events)
 	}
 
 	res := &current.Result{}

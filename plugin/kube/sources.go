@@ -1,6 +1,6 @@
 // Package kube connects the CNI core to Kubernetes: pods and network
-// definitions read from the daemon's informer caches, and the
-// network-status writer.
+// definitions read from the daemon's informer caches, the network-status
+// writer and the pod Events writer.
 package kube
 
 import (

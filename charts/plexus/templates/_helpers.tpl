@@ -63,6 +63,7 @@ default-network: {{ toString . | toJson }}
 {{- with .Values.readinessIndicatorFile }}
 readiness-indicator-file: {{ clean . | toJson }}
 {{- end }}
+added-interface-events: {{ .Values.events.addedInterface }}
 zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
 set-aside-leftovers: {{ ne (toString (.Values.migration | default dict).setAsideLeftovers) "false" }}
 {{- end -}}

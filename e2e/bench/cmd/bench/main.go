@@ -66,6 +66,7 @@ func parseFlags() *options {
 	flag.StringVar(&o.cfg.Daemon, "daemon", "bin/plexus-daemon", "the plexus-daemon binary")
 	flag.StringVar(&o.cfg.LogDir, "log-dir", "bench", "where the daemons' logs go")
 	flag.StringVar(&o.cfg.HostPrefix, "host-prefix", "/", "the daemon's --host-prefix: \"/\" runs every delegate chrooted, as the installs do; empty runs them in the daemon's root")
+	flag.BoolVar(&o.cfg.NoAddedInterfaceEvents, "no-added-interface-events", false, "run the in-process daemon (figures 1-3) with --added-interface-events=false")
 	flag.StringVar(&o.out, "out", "bench/results.json", "results file (figures measured replace those of the same name)")
 	flag.StringVar(&only, "only", strings.Join(figureGroups, ","), "figure groups to run: "+strings.Join(figureGroups, ","))
 	flag.IntVar(&o.overhead.Pairs, "pairs", 200, "overhead: pairs of (plexus, direct) ADD+DEL measured, at most")
