@@ -67,6 +67,17 @@ func uninstall(ctx context.Context) {
 	}).WithContext(ctx).WithTimeout(time.Minute).Should(Succeed())
 }
 
+// uninstallFromNode uninstalls plexus and waits until the node is as
+// before it: no node conflist, so the runtime calls the default network
+// alone.
+func uninstallFromNode(ctx context.Context) {
+	uninstall(ctx)
+	Eventually(func() bool {
+		_, err := os.Stat(cluster.PlexusConflist)
+		return errors.Is(err, fs.ErrNotExist)
+	}).WithContext(ctx).WithTimeout(30*time.Second).Should(BeTrue(), "%s still there after uninstall", cluster.PlexusConflist)
+}
+
 // reinstallAfter leaves the cluster installed with the harness's values
 // when the spec or container ends, whatever happened, so the other specs
 // find plexus as they expect it.

@@ -41,11 +41,7 @@ var _ = Describe("pods started while plexus was not installed", Serial, func() {
 		extra := macvlanNAD(ctx, ns, "extra", cluster.MacvlanMasters[0], "10.132.0.0/24", "")
 		before := settled(ctx)
 
-		uninstall(ctx)
-		Eventually(func() bool {
-			_, err := os.Stat(cluster.PlexusConflist)
-			return errors.Is(err, fs.ErrNotExist)
-		}).WithContext(ctx).WithTimeout(30*time.Second).Should(BeTrue(), "%s still there after uninstall", cluster.PlexusConflist)
+		uninstallFromNode(ctx)
 
 		plain := busyboxPod(ns, "plain", "")
 		delete(plain.Annotations, nadv1.NetworkAttachmentAnnot)

@@ -73,11 +73,7 @@ var _ = Describe("a node that Multus was uninstalled from", Serial, func() {
 			"ipam": {"type": "host-local", "subnet": "10.152.0.0/24"}}`, second, cluster.MacvlanMasters[1]))
 		before := settled(ctx)
 
-		uninstall(ctx)
-		Eventually(func() bool {
-			_, err := os.Stat(cluster.PlexusConflist)
-			return errors.Is(err, fs.ErrNotExist)
-		}).WithContext(ctx).WithTimeout(30*time.Second).Should(BeTrue(), "%s still there after uninstall", cluster.PlexusConflist)
+		uninstallFromNode(ctx)
 		leftover := leftoverMultus()
 		Expect(os.WriteFile(multusConf, leftover, 0o600)).To(Succeed())
 

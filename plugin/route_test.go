@@ -6,7 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -14,36 +13,6 @@ import (
 
 // SPEC.md, Default network: one default route per address family; a
 // selection's default-route moves only its own family's.
-
-// defaultRoutes lists "gw dev" of a namespace's default routes of one
-// family (netlink.FAMILY_V4 or FAMILY_V6).
-func defaultRoutes(t *testing.T, n ns.NetNS, family int) []string {
-	t.Helper()
-	var out []string
-	err := n.Do(func(ns.NetNS) error {
-		routes, err := netlink.RouteList(nil, family)
-		if err != nil {
-			return err
-		}
-		for _, r := range routes {
-			if r.Dst != nil {
-				if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-					continue
-				}
-			}
-			l, err := netlink.LinkByIndex(r.LinkIndex)
-			if err != nil {
-				return err
-			}
-			out = append(out, fmt.Sprintf("%s %s", r.Gw, l.Attrs().Name))
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatalf("routes: %v", err)
-	}
-	return out
-}
 
 // v6Net is a macvlan definition with host-local IPv6 addresses from
 // subnet, whose gateway is gw.
@@ -62,10 +31,10 @@ func TestIPv6DefaultRouteLeavesTheIPv4One(t *testing.T) {
 	})
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
-	if got := defaultRoutes(t, netns, netlink.FAMILY_V4); len(got) != 1 || !strings.HasSuffix(got[0], " eth0") {
+	if got := plugintest.DefaultRoutesOf(t, netns, netlink.FAMILY_V4); len(got) != 1 || !strings.HasSuffix(got[0], " eth0") {
 		t.Errorf("IPv4 default routes %v, want eth0's alone", got)
 	}
-	if got := defaultRoutes(t, netns, netlink.FAMILY_V6); !slices.Equal(got, []string{"fd00:241::1 net1"}) {
+	if got := plugintest.DefaultRoutesOf(t, netns, netlink.FAMILY_V6); !slices.Equal(got, []string{"fd00:241::1 net1"}) {
 		t.Errorf("IPv6 default routes %v, want exactly one via fd00:241::1 on net1", got)
 	}
 	status := f.published.status["c1"]
@@ -85,10 +54,10 @@ func TestOneDefaultRoutePerFamilyOnTwoNetworks(t *testing.T) {
 	})
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
-	if got := defaultRoutes(t, netns, netlink.FAMILY_V4); !slices.Equal(got, []string{"10.241.0.254 net1"}) {
+	if got := plugintest.DefaultRoutesOf(t, netns, netlink.FAMILY_V4); !slices.Equal(got, []string{"10.241.0.254 net1"}) {
 		t.Errorf("IPv4 default routes %v, want exactly one via 10.241.0.254 on net1", got)
 	}
-	if got := defaultRoutes(t, netns, netlink.FAMILY_V6); !slices.Equal(got, []string{"fd00:242::1 net2"}) {
+	if got := plugintest.DefaultRoutesOf(t, netns, netlink.FAMILY_V6); !slices.Equal(got, []string{"fd00:242::1 net2"}) {
 		t.Errorf("IPv6 default routes %v, want exactly one via fd00:242::1 on net2", got)
 	}
 	status := f.published.status["c1"]

@@ -182,9 +182,16 @@ func LinkIn(t testing.TB, n ns.NetNS, name string) (Link, bool) {
 // DefaultRoutes lists "gw dev" of the IPv4 default routes inside a namespace.
 func DefaultRoutes(t testing.TB, n ns.NetNS) []string {
 	t.Helper()
+	return DefaultRoutesOf(t, n, netlink.FAMILY_V4)
+}
+
+// DefaultRoutesOf lists "gw dev" of one family's default routes inside a
+// namespace; family is netlink.FAMILY_V4 or FAMILY_V6.
+func DefaultRoutesOf(t testing.TB, n ns.NetNS, family int) []string {
+	t.Helper()
 	var out []string
 	err := n.Do(func(ns.NetNS) error {
-		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		routes, err := netlink.RouteList(nil, family)
 		if err != nil {
 			return err
 		}
