@@ -626,7 +626,7 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 
 	// A third attachment has no device left: attached without one, as
 	// Multus does, with a Warning Event on the pod instead of a refusal.
-	events := &warnSink{}
+	events := &eventLog{}
 	f.engine.Events = events
 	pod3 := f.addPod("team", "greedy", map[string]string{"k8s.v1.cni.cncf.io/networks": "vf-net, vf-net, vf-net"})
 	netns3 := plugintest.NewNS(t)
@@ -639,35 +639,18 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 	if third.CapabilityArgs["deviceID"] != nil || strings.Contains(string(third.Config), `"deviceID":"`) || strings.Contains(string(third.Config), "pciBusID") {
 		t.Errorf("net3 got a device: %v %s", third.CapabilityArgs, third.Config)
 	}
-	if got := events.all(); len(got) != 1 || got[0].pod.Name != "greedy" || got[0].eventType != "Warning" ||
+	var warnings []reported
+	for _, e := range events.take() {
+		if e.kind == plugin.EventWarning {
+			warnings = append(warnings, e)
+		}
+	}
+	if got := warnings; len(got) != 1 || got[0].pod.Name != "greedy" ||
 		got[0].reason != plugin.ReasonNoDeviceForNetwork || !strings.Contains(got[0].message, "example.com/vf") || !strings.Contains(got[0].message, "net3") {
-		t.Errorf("events %+v, want one Warning %s naming the resource and net3", got, plugin.ReasonNoDeviceForNetwork)
+		t.Errorf("warnings %+v, want one Warning %s naming the resource and net3", got, plugin.ReasonNoDeviceForNetwork)
 	}
 	f.mustDo(f.req("DEL", "c3", netns3, pod3))
 	f.assertClean(netns3, "c3", "vf-net")
-}
-
-// warnSink records the Events the engine reports.
-type warnSink struct {
-	mu     sync.Mutex
-	events []warnEvent
-}
-
-type warnEvent struct {
-	pod                        record.PodRef
-	eventType, reason, message string
-}
-
-func (p *warnSink) Event(pod record.PodRef, eventType, reason, message string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.events = append(p.events, warnEvent{pod, eventType, reason, message})
-}
-
-func (p *warnSink) all() []warnEvent {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return slices.Clone(p.events)
 }
 
 func mustList(t testing.TB, config []byte) *libcni.NetworkConfigList {
