@@ -201,7 +201,7 @@ var _ = Describe("a Flannel-style default network reading the node's subnet file
 		before := settled(ctx)
 
 		pod := busyboxPod(ns, "on-subnet", "")
-		pod.Annotations = map[string]string{defaultNetworkAnnot: "flannelish"}
+		pod.Annotations = map[string]string{defaultNetworkAnnot: ns + "/flannelish"}
 		Expect(k8s.Create(ctx, pod)).To(Succeed())
 		pod = waitRunning(ctx, pod)
 

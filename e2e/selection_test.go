@@ -98,22 +98,35 @@ var _ = Describe("default-route in a selection", func() {
 })
 
 var _ = Describe("the v1.multus-cni.io/default-network annotation", func() {
-	It("replaces the pod's eth0 by the named definition, named in the default status entry", func(ctx SpecContext) {
+	// A bare name is looked up in the default-network namespace
+	// (kube-system), never the pod's, and namespace isolation (on in the
+	// harness) does not apply to this administrator's network, as under
+	// Multus.
+	It("replaces the pod's eth0 by the named definition of kube-system, named in the default status entry", func(ctx SpecContext) {
 		ns := newNamespace(ctx)
-		network := netName(ns, "altdef")
+		// Unique per spec run: kube-system outlives the spec's namespace.
+		name := ns + "-altdef"
+		network := netName("kube-system", name)
 		removeHostLocalDirs(network)
 		// A bridge of its own: the default network is the pod's only way
 		// to the node.
-		createNAD(ctx, ns, "altdef", fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "bridge",
+		createNAD(ctx, "kube-system", name, fmt.Sprintf(`{"cniVersion": "1.0.0", "name": %q, "type": "bridge",
 			"bridge": "plxe2e-alt0", "isGateway": true, "ipam": {"type": "host-local", "subnet": "10.113.0.0/24"}}`, network))
+		DeferCleanup(func(ctx SpecContext) {
+			nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: name}}
+			Expect(client.IgnoreNotFound(k8s.Delete(ctx, nad))).To(Succeed())
+		})
 		DeferCleanup(func() {
 			if l, err := netlink.LinkByName("plxe2e-alt0"); err == nil {
 				Expect(netlink.LinkDel(l)).To(Succeed())
 			}
 		})
+		// The pod's own namespace holds a definition of that name too: a
+		// bare name must not find it.
+		createNAD(ctx, ns, name, `{"cniVersion": "1.0.0", "type": "not-this-one"}`)
 		pod := busyboxPod(ns, "altdef", "")
 		delete(pod.Annotations, nadv1.NetworkAttachmentAnnot)
-		pod.Annotations["v1.multus-cni.io/default-network"] = "altdef"
+		pod.Annotations["v1.multus-cni.io/default-network"] = name
 		Expect(k8s.Create(ctx, pod)).To(Succeed())
 		pod = waitRunning(ctx, pod)
 
@@ -127,7 +140,7 @@ var _ = Describe("the v1.multus-cni.io/default-network annotation", func() {
 		Expect(status).To(HaveLen(1))
 		Expect(status[0].Default).To(BeTrue())
 		Expect(status[0].Interface).To(Equal("eth0"))
-		Expect(status[0].Name).To(Equal(ns + "/altdef"))
+		Expect(status[0].Name).To(Equal("kube-system/" + name))
 	})
 })
 
