@@ -74,6 +74,17 @@ func TestDefaultNetworksComeBeforeThePodsOwn(t *testing.T) {
 	}
 	f.assertClean(netns3, "c3")
 
+	// Two default-routes of one family: the refusal names the interfaces
+	// as they would have been numbered, after the default networks.
+	routes := f.addPod("team", "routes", map[string]string{"k8s.v1.cni.cncf.io/networks": `[
+	  {"name":"data","default-route":["10.249.0.1"]},{"name":"data","default-route":["10.249.0.2"]}]`})
+	netns5 := plugintest.NewNS(t)
+	_, err = f.do(f.req("ADD", "c5", netns5, routes))
+	if err == nil || !strings.Contains(err.Error(), "team/data (net3)") || !strings.Contains(err.Error(), "team/data (net4)") {
+		t.Errorf("ADD with two IPv4 default-routes: %v", err)
+	}
+	f.assertClean(netns5, "c5")
+
 	// A system namespace's pod gets none of them.
 	sys := f.addPod("kube-system", "dns", nil)
 	netns4 := plugintest.NewNS(t)

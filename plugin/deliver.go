@@ -125,15 +125,16 @@ func cniArgs(sel *selection.Selection) (map[string]interface{}, error) {
 // networks (as with Multus) but two claims on one family are refused
 // before anything runs, naming both. An empty default-route takes its
 // gateways from the delegate's result, of families not known yet, so it
-// claims both.
-func checkRouteOwners(pod *Pod, sels []selection.Selection) error {
+// claims both. first is the position of sels[0] among the extra
+// attachments (after the default networks), for the interface names.
+func checkRouteOwners(pod *Pod, sels []selection.Selection, first int) error {
 	owners := map[string]string{}
 	for i := range sels {
 		sel := &sels[i]
 		if sel.DefaultRoute == nil {
 			continue
 		}
-		who := fmt.Sprintf("%s (%s)", sel.Key(), ifName(sel, i))
+		who := fmt.Sprintf("%s (%s)", sel.Key(), ifName(sel, first+i))
 		if len(sel.DefaultRoute) == 0 {
 			who += ", whose empty default-route takes every family its delegate returns a gateway for,"
 		}

@@ -72,7 +72,7 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 	if err := checkNames(pod, rec.Attachments, sels); err != nil {
 		return nil, err
 	}
-	if err := checkRouteOwners(pod, sels); err != nil {
+	if err := checkRouteOwners(pod, sels, len(defaults)); err != nil {
 		return nil, err
 	}
 	for i := range sels {
