@@ -48,20 +48,19 @@ func (e *Engine) Del(ctx context.Context, req *Request) error {
 // no record of: the default network the runtime's conflist carries, else
 // the node's current one. It runs with the runtime's result cache
 // (RuntimeCNI), where the runtime's own ADD left its result.
+//
+// A sandbox Multus attached (before plexus replaced it) left Multus's
+// cache file in MultusCacheDir: the extra networks it names get their DEL
+// first, in reverse, as Multus's DEL would have run them, and the default
+// network's DEL reads Multus's result cache, where Multus's ADD of it left
+// its result. The file goes once every DEL succeeded; a failed DEL keeps
+// it for the runtime's retry, and the default network is still attempted.
 func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	conf, err := parseNetConf(req.Config)
 	if err != nil {
 		return err
 	}
-	var def *record.Attachment
-	if len(conf.DefaultNetworkConfig) > 0 {
-		def, err = delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
-	} else {
-		def, err = e.defaultAttachment(ctx, nil, conf, req.IfName)
-		if err == nil {
-			def.Args, def.CapabilityArgs = delegate.SplitArgs(req.Args), conf.RuntimeConfig
-		}
-	}
+	def, err := e.unrecordedDefault(ctx, req, conf)
 	if err != nil {
 		return fmt.Errorf("DEL of a sandbox plexus has no record of (attached before plexus was the node's plugin): %w", err)
 	}
@@ -69,12 +68,42 @@ func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	if cni == nil {
 		cni = e.CNI
 	}
+	multus := e.readMultusCache(ctx, req, conf)
+	var errs []error
+	if multus != nil {
+		cni = e.multusCNI()
+		for i := len(multus.Extra) - 1; i >= 0; i-- {
+			if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, &multus.Extra[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
 	if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def); err != nil {
-		return err
+		errs = append(errs, err)
+	}
+	if multus != nil {
+		return e.multusDone(ctx, req, multus, errors.Join(errs...))
+	}
+	if len(errs) > 0 {
+		return errs[0]
 	}
 	logr.FromContextOrDiscard(ctx).V(1).Info("no record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
 		"network", def.Network)
 	return nil
+}
+
+// unrecordedDefault is the default network's attachment, as the runtime
+// attached it, for a sandbox plexus holds no record of.
+func (e *Engine) unrecordedDefault(ctx context.Context, req *Request, conf *NetConf) (*record.Attachment, error) {
+	if len(conf.DefaultNetworkConfig) > 0 {
+		return delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
+	}
+	def, err := e.defaultAttachment(ctx, nil, conf, req.IfName)
+	if err != nil {
+		return nil, err
+	}
+	def.Args, def.CapabilityArgs = delegate.SplitArgs(req.Args), conf.RuntimeConfig
+	return def, nil
 }
 
 // Check runs CHECK on every recorded attachment.
