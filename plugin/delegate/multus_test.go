@@ -53,7 +53,7 @@ func TestParseMultusCache(t *testing.T) {
 		{"K8S_POD_INFRA_CONTAINER_ID", "3f2a9c"}, {"K8S_POD_UID", "u1"}}
 	type want struct {
 		network, ifname, list string
-		caps                 map[string]interface{}
+		caps                  map[string]interface{}
 	}
 	withKubelet := func(extra map[string]interface{}) map[string]interface{} {
 		out := map[string]interface{}{"portMappings": kubelet["portMappings"]}
