@@ -27,7 +27,10 @@ const rollbackTimeout = 30 * time.Second
 // A sandbox with no record was attached by the runtime before plexus was
 // its plugin (a pod older than the install, or started while the node
 // conflist was absent): it gets the DEL of the default network, as the
-// runtime would have called it, so its address is released. Only a call
+// runtime would have called it, so its address is released; one that
+// Multus attached (its cache file is in MultusCacheDir) gets the DEL of
+// every network Multus attached, as Multus's own DEL would have run them.
+// Only a call
 // from the runtime (with its config and interface name) does that; the
 // sweep's and GC's own DELs of a record that has gone meanwhile do not.
 func (e *Engine) Del(ctx context.Context, req *Request) error {
@@ -50,15 +53,20 @@ func (e *Engine) Del(ctx context.Context, req *Request) error {
 // (RuntimeCNI), where the runtime's own ADD left its result.
 //
 // A sandbox Multus attached (before plexus replaced it) left Multus's
-// cache file in MultusCacheDir: the extra networks it names get their DEL
-// first, in reverse, as Multus's DEL would have run them, and the default
-// network's DEL reads Multus's result cache, where Multus's ADD of it left
-// its result. The file goes once every DEL succeeded; a failed DEL keeps
-// it for the runtime's retry, and the default network is still attempted.
+// cache file in MultusCacheDir: plexus then runs Multus's DEL instead,
+// every network the file names in reverse, the default network Multus
+// attached last (with the config Multus ran, which is also right for a pod
+// whose default network an annotation replaced), all with Multus's result
+// cache, where Multus's ADDs left their results. The file goes once every
+// DEL succeeded; a failed DEL keeps it for the runtime's retry, and the
+// other networks are still attempted.
 func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	conf, err := parseNetConf(req.Config)
 	if err != nil {
 		return err
+	}
+	if multus := e.readMultusCache(ctx, req, conf); multus != nil {
+		return e.delMultus(ctx, req, multus)
 	}
 	def, err := e.unrecordedDefault(ctx, req, conf)
 	if err != nil {
@@ -68,24 +76,8 @@ func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	if cni == nil {
 		cni = e.CNI
 	}
-	multus := e.readMultusCache(ctx, req, conf)
-	var errs []error
-	if multus != nil {
-		cni = e.multusCNI()
-		for i := len(multus.Extra) - 1; i >= 0; i-- {
-			if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, &multus.Extra[i]); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
 	if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def); err != nil {
-		errs = append(errs, err)
-	}
-	if multus != nil {
-		return e.multusDone(ctx, req, multus, errors.Join(errs...))
-	}
-	if len(errs) > 0 {
-		return errs[0]
+		return err
 	}
 	logr.FromContextOrDiscard(ctx).V(1).Info("no record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
 		"network", def.Network)

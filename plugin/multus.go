@@ -8,10 +8,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/containernetworking/cni/libcni"
 	"github.com/go-logr/logr"
 
 	"github.com/plexus-cni/plexus/plugin/delegate"
+	"github.com/plexus-cni/plexus/plugin/record"
 )
 
 // readMultusCache is what Multus recorded of a sandbox it attached, or nil
@@ -46,28 +46,27 @@ type multusCache struct {
 	path string
 }
 
-// multusCNI runs the DELs of what Multus attached.
-func (e *Engine) multusCNI() libcni.CNI {
-	if e.MultusCNI != nil {
-		return e.MultusCNI
+// delMultus runs the DEL Multus would have run for a sandbox it attached:
+// every network in reverse, the default network last, each attempted even
+// when another fails. On success Multus's cache file goes and the networks
+// torn down are logged; on failure the file stays, so that the runtime's
+// retry runs every DEL again.
+func (e *Engine) delMultus(ctx context.Context, req *Request, m *multusCache) error {
+	cni := e.MultusCNI
+	if cni == nil {
+		cni = e.CNI
 	}
-	return e.CNI
-}
-
-// multusDone ends the DEL of a sandbox Multus attached: on success Multus's
-// cache file goes and the networks torn down are logged; on failure the
-// file stays, so that the runtime's retry runs every DEL again.
-func (e *Engine) multusDone(ctx context.Context, req *Request, m *multusCache, err error) error {
-	log := logr.FromContextOrDiscard(ctx).WithValues("pod", podOf(req), "networks", m.Networks(), "defaultNetwork", m.Default.Network)
-	if err != nil {
-		return fmt.Errorf("DEL of a sandbox Multus attached (pod %s; its networks %s, from %s, kept for the retry): %w",
-			podOf(req), m.Networks(), m.path, err)
+	atts := append([]record.Attachment{m.Default}, m.Extra...)
+	if err := delegate.Teardown(ctx, cni, req.ContainerID, req.NetNS, atts); err != nil {
+		return fmt.Errorf("DEL of a sandbox Multus attached (pod %s; networks %s; default network %s; %s kept for the retry): %w",
+			podOf(req), m.Networks(), m.Default.Network, m.path, err)
 	}
-	if rmErr := os.Remove(m.path); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) {
-		log.Error(rmErr, "removing Multus's cache of a sandbox torn down", "multusCache", m.path)
+	log := logr.FromContextOrDiscard(ctx).WithValues("pod", podOf(req), "networks", m.Networks(),
+		"defaultNetwork", m.Default.Network, "multusCache", m.path)
+	if err := os.Remove(m.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Error(err, "removing Multus's cache of a sandbox torn down")
 	}
-	log.Info("tore down the networks Multus attached to this sandbox, as Multus's DEL would have, and removed its cache file",
-		"multusCache", m.path)
+	log.Info("tore down the networks Multus attached to this sandbox, as Multus's DEL would have, and removed its cache file")
 	return nil
 }
 

@@ -40,18 +40,22 @@ type multusDelegate struct {
 }
 
 // add attaches a sandbox the way Multus did before plexus replaced it:
-// the default network with the runtime's interface name, then each
+// the default network (master: the node's, 10-default.conflist, when its
+// config is empty) with the runtime's interface name, then each
 // delegate as net<i> or the interface it asked for, every one through
 // libcni with Multus's result cache, the arguments Multus gives
 // (IgnoreUnknown=true and the runtime's CNI_ARGS) and the requests as
 // runtimeConfig; and it writes Multus's cache file of the sandbox, in
-// Multus's format. It returns the default network's conflist.
-func (m *multusNode) add(id string, netns ns.NetNS, req *plugin.Request, delegates ...multusDelegate) []byte {
+// Multus's format. It returns the node's default network's conflist.
+func (m *multusNode) add(id string, netns ns.NetNS, req *plugin.Request, master multusDelegate, delegates ...multusDelegate) []byte {
 	t := m.f.t
 	t.Helper()
 	def, err := os.ReadFile(filepath.Join(m.f.confDir, "10-default.conflist"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if master.config == "" {
+		master.config = string(def)
 	}
 	args := [][2]string{{"IgnoreUnknown", "true"}}
 	for _, kv := range strings.Split(req.Args, ";") {
@@ -60,14 +64,17 @@ func (m *multusNode) add(id string, netns ns.NetNS, req *plugin.Request, delegat
 		}
 	}
 	ctx := context.Background()
-	list, err := libcni.NetworkConfFromBytes(def)
+	list, err := libcni.NetworkConfFromBytes([]byte(master.config))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.cni.AddNetworkList(ctx, list, &libcni.RuntimeConf{ContainerID: id, NetNS: netns.Path(), IfName: "eth0", Args: args}); err != nil {
 		t.Fatalf("Multus's ADD of the default network: %v", err)
 	}
-	entries := []map[string]interface{}{{"Name": list.Name, "Bytes": def}}
+	if master.name == "" {
+		master.name = list.Name
+	}
+	entries := []map[string]interface{}{{"Name": master.name, "Bytes": []byte(master.config), "ConfList": json.RawMessage(master.config)}}
 	for i, d := range delegates {
 		rt := &libcni.RuntimeConf{ContainerID: id, NetNS: netns.Path(), IfName: d.ifname, Args: args, CapabilityArgs: map[string]interface{}{}}
 		entry := map[string]interface{}{"Name": d.name, "Bytes": []byte(d.config), "IsFilterV4Gateway": false, "IsFilterV6Gateway": false}
@@ -139,7 +146,7 @@ func TestDelOfASandboxMultusAttachedReleasesEveryNetwork(t *testing.T) {
 	pod := f.addPod("team", "old", map[string]string{"k8s.v1.cni.cncf.io/networks": `[{"name":"hl-net"},{"name":"stor","interface":"stor0","ips":["10.242.0.7/24"]}]`})
 	netns := plugintest.NewNS(t)
 	del := f.req("DEL", "c-multus", netns, pod)
-	def := m.add("c-multus", netns, del,
+	def := m.add("c-multus", netns, del, multusDelegate{},
 		multusDelegate{name: "team/hl-net", config: plugintest.Conf(M{"cniVersion": "1.0.0", "name": "hl-net", "type": "macvlan",
 			"master": plugintest.Veth(t), "mode": "bridge", "ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)})},
 		multusDelegate{name: "team/stor", ifname: "stor0", ips: []string{"10.242.0.7/24"}, config: plugintest.Conf(M{"cniVersion": "0.4.0", "name": "stor", "plugins": []M{
@@ -169,6 +176,34 @@ func TestDelOfASandboxMultusAttachedReleasesEveryNetwork(t *testing.T) {
 	f.assertClean(netns, "c-multus", "hl-net", "stor")
 }
 
+// A pod whose default network an annotation replaced
+// (v1.multus-cni.io/default-network) holds its address on that network,
+// not on the node's: plexus runs the DEL of the default network Multus
+// recorded, and never the node's, which the pod never had.
+func TestDelOfASandboxMultusAttachedWithAnotherDefaultNetwork(t *testing.T) {
+	f := newFixture(t, "1.0.0")
+	m := newMultusNode(f)
+	counted := &countingCNI{CNIConfig: m.cni}
+	f.engine.MultusCNI = counted
+	pod := f.addPod("team", "alt", map[string]string{"v1.multus-cni.io/default-network": "team/alt-primary"})
+	netns := plugintest.NewNS(t)
+	del := f.req("DEL", "c-alt", netns, pod)
+	alt := plugintest.BridgeList("alt-primary", "1.0.0", newBridge(t), "10.244.0.0/24", f.dataDir)
+	del.Config = withDefaultConfig(del.Config, m.add("c-alt", netns, del, multusDelegate{name: "team/alt-primary", config: alt}))
+	if got := plugintest.Allocations(t, f.dataDir, "alt-primary"); len(got) != 1 {
+		t.Fatalf("alt-primary allocations after Multus's ADD: %v", got)
+	}
+
+	f.mustDo(del)
+	f.assertClean(netns, "c-alt", "alt-primary")
+	if counted.dels != 1 {
+		t.Errorf("%d DELs ran, want the one of the default network Multus attached", counted.dels)
+	}
+	if got := m.results(); len(got) != 0 {
+		t.Errorf("Multus's cached results left: %v", got)
+	}
+}
+
 // A Multus cache file that does not parse never fails a DEL: the default
 // network is torn down as for any sandbox plexus never attached, and the
 // file stays for the administrator (the log says so).
@@ -180,7 +215,7 @@ func TestAMultusCacheThatDoesNotParseStillTearsDownTheDefaultNetwork(t *testing.
 			pod := f.addPod("team", "old", nil)
 			netns := plugintest.NewNS(t)
 			del := f.req("DEL", "c-corrupt", netns, pod)
-			del.Config = withDefaultConfig(del.Config, m.add("c-corrupt", netns, del))
+			del.Config = withDefaultConfig(del.Config, m.add("c-corrupt", netns, del, multusDelegate{}))
 			if err := os.WriteFile(m.cacheFile("c-corrupt"), []byte(content), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +242,7 @@ func TestAFailedDelOfANetworkMultusAttachedKeepsItsCacheForTheRetry(t *testing.T
 	pod := f.addPod("team", "old", nil)
 	netns := plugintest.NewNS(t)
 	del := f.req("DEL", "c-fail", netns, pod)
-	del.Config = withDefaultConfig(del.Config, m.add("c-fail", netns, del,
+	del.Config = withDefaultConfig(del.Config, m.add("c-fail", netns, del, multusDelegate{},
 		multusDelegate{name: "team/hl-net", config: plugintest.Conf(M{"cniVersion": "1.0.0", "name": "hl-net", "type": "macvlan",
 			"master": plugintest.Veth(t), "mode": "bridge", "ipam": plugintest.HostLocal("10.241.0.0/24", f.dataDir)})},
 		multusDelegate{name: "team/chained", config: plugintest.Conf(M{"cniVersion": "1.0.0", "name": "chained", "plugins": []M{
