@@ -1,9 +1,13 @@
 package delegate
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/containernetworking/cni/libcni"
@@ -42,6 +46,48 @@ type multusDelegate struct {
 type MultusSandbox struct {
 	Default record.Attachment
 	Extra   []record.Attachment
+	// Path is the cache file it was read from ("" when parsed from bytes).
+	Path string
+}
+
+// ReadMultusCache reads Multus's cache file of a sandbox in dir (Multus's
+// cniDir, as the caller sees it) and parses it as ParseMultusCache does.
+// No file is (nil, nil); a file that cannot be read or parsed is an error
+// saying which.
+func ReadMultusCache(dir, containerID, ifname, rawArgs, cniVersion string, runtimeConfig map[string]interface{}) (*MultusSandbox, error) {
+	path := filepath.Join(dir, containerID)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := ParseMultusCache(data, containerID, ifname, rawArgs, cniVersion, runtimeConfig)
+	if err != nil {
+		return nil, fmt.Errorf("Multus's cache %s: %w", path, err)
+	}
+	m.Path = path
+	return m, nil
+}
+
+// Del runs the DEL Multus's own DEL would have run: every network in
+// reverse, the default network last, each attempted even when another
+// fails (cni carries Multus's result cache, where Multus's ADDs left their
+// results). Once all succeeded the cache file goes; otherwise it stays for
+// the retry and the errors come back joined.
+func (m *MultusSandbox) Del(ctx context.Context, cni libcni.CNI, containerID, netns string) error {
+	atts := append([]record.Attachment{m.Default}, m.Extra...)
+	if err := Teardown(ctx, cni, containerID, netns, atts); err != nil {
+		return fmt.Errorf("networks Multus attached (%s; default network %s; %s kept for the retry): %w",
+			m.Networks(), m.Default.Network, m.Path, err)
+	}
+	if m.Path != "" {
+		if err := os.Remove(m.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("removing Multus's cache %s of a sandbox torn down: %w", m.Path, err)
+		}
+	}
+	return nil
 }
 
 // Networks names the extra networks for messages: "team/storage net1,
