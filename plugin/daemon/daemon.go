@@ -303,9 +303,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	nodeStatus.Bypassed = bypassed
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
-		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir,
-		MultusCacheDir: o.MultusCacheDir,
-		ShimSource:     o.ShimSource, Resync: o.Resync, SetAsideLeftovers: o.SetAsideLeftovers,
+		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir, MultusCacheDir: o.MultusCacheDir,
+		ShimSource: o.ShimSource, Resync: o.Resync, SetAsideLeftovers: o.SetAsideLeftovers,
 		CanServe: func() bool { return server.Ready(nil) == nil },
 		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),
 	}
