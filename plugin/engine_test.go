@@ -647,7 +647,8 @@ func TestDevicePluginResourceFillsDeviceID(t *testing.T) {
 	f.assertClean(netns3, "c3", "vf-net")
 }
 
-// warnSink records the Events the engine reports.
+// warnSink records the Warning Events the engine reports (the Normal
+// AddedInterface ones are another test's).
 type warnSink struct {
 	mu     sync.Mutex
 	events []warnEvent
@@ -659,6 +660,9 @@ type warnEvent struct {
 }
 
 func (p *warnSink) Event(pod record.PodRef, eventType, reason, message string) {
+	if eventType != "Warning" {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.events = append(p.events, warnEvent{pod, eventType, reason, message})
