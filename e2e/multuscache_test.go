@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -43,7 +45,7 @@ var _ = Describe("pods Multus attached, deleted after plexus replaced Multus", S
 		pod := busyboxPod(ns, "multus-era", "extra")
 		Expect(k8s.Create(ctx, pod)).To(Succeed())
 		pod = waitRunning(ctx, pod)
-		id, netns := runtimeSandbox(string(pod.UID))
+		id, netns := runtimeSandbox(pod)
 		cacheFile := filepath.Join(multusCacheDir, id)
 		DeferCleanup(func() { _ = os.Remove(cacheFile) })
 		multusAttach(ctx, pod, id, netns, nad)
@@ -66,15 +68,17 @@ var _ = Describe("pods Multus attached, deleted after plexus replaced Multus", S
 	})
 })
 
-// runtimeSandbox is the sandbox id and netns path of the pod with this UID,
-// from the runtime's cached result of its default network.
-func runtimeSandbox(uid string) (string, string) {
+// runtimeSandbox is the sandbox id of the pod with this UID, from the
+// runtime's cached result of its default network, and the path of its
+// network namespace: the one under cluster.NetnsDir holding the pod's IP
+// (the runtime's libcni does not cache the netns).
+func runtimeSandbox(pod *corev1.Pod) (string, string) {
 	files, err := filepath.Glob(filepath.Join(cluster.RuntimeResultsDir, cluster.DefaultNetwork+"-*-eth0"))
 	Expect(err).NotTo(HaveOccurred())
+	id := ""
 	for _, f := range files {
 		var cached struct {
 			ContainerID string      `json:"containerId"`
-			NetNS       string      `json:"netns"`
 			Args        [][2]string `json:"cniArgs"`
 		}
 		b, err := os.ReadFile(f)
@@ -82,12 +86,33 @@ func runtimeSandbox(uid string) (string, string) {
 			continue
 		}
 		for _, kv := range cached.Args {
-			if kv[0] == "K8S_POD_UID" && kv[1] == uid {
-				return cached.ContainerID, cached.NetNS
+			if kv[0] == "K8S_POD_UID" && kv[1] == string(pod.UID) {
+				id = cached.ContainerID
 			}
 		}
 	}
-	Fail("no cached result of the runtime names pod " + uid)
+	Expect(id).NotTo(BeEmpty(), "no cached result of the runtime names pod %s", pod.UID)
+	paths, err := filepath.Glob(filepath.Join(cluster.NetnsDir, "cni-*"))
+	Expect(err).NotTo(HaveOccurred())
+	for _, p := range paths {
+		netns, err := ns.GetNS(p)
+		if err != nil {
+			continue
+		}
+		found := false
+		_ = netns.Do(func(ns.NetNS) error {
+			addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+			for _, a := range addrs {
+				found = found || err == nil && a.IP.String() == pod.Status.PodIP
+			}
+			return nil
+		})
+		_ = netns.Close()
+		if found {
+			return id, p
+		}
+	}
+	Fail("no network namespace under " + cluster.NetnsDir + " holds pod IP " + pod.Status.PodIP)
 	return "", ""
 }
 
