@@ -122,6 +122,10 @@ func runtimeSandbox(pod *corev1.Pod) (string, string) {
 // sandbox: the default network first, then the definition, in Multus's
 // format.
 func multusAttach(ctx context.Context, pod *corev1.Pod, id, netns string, nad *nadv1.NetworkAttachmentDefinition) {
+	if _, err := os.Stat(multusCacheDir); os.IsNotExist(err) {
+		// A node without Multus: leave it so.
+		DeferCleanup(func() { Expect(os.RemoveAll(multusCacheDir)).To(Succeed()) })
+	}
 	def, err := os.ReadFile(cluster.DefaultConflist)
 	Expect(err).NotTo(HaveOccurred())
 	conf, err := libcni.ConfFromBytes([]byte(nad.Spec.Config))
