@@ -166,6 +166,10 @@ func multusAttachment(d *multusDelegate, i int, containerID, ifname, cniVersion 
 	if i > 0 { // Multus gives its requests to the extra networks only.
 		multusRequests(caps, d, name, containerID, ifname)
 	}
+	// No Result: Multus writes its file before its first delegate runs and
+	// keeps it when an ADD fails, so a network it names may never have run.
+	// Like any attachment whose ADD is not known to have completed, a
+	// plugin the node lacks is skipped (see Del).
 	return &record.Attachment{Network: name, IfName: ifname, Config: list.Bytes, CapabilityArgs: caps}, nil
 }
 
