@@ -30,9 +30,9 @@ const rollbackTimeout = 30 * time.Second
 // runtime would have called it, so its address is released; one that
 // Multus attached (its cache file is in MultusCacheDir) gets the DEL of
 // every network Multus attached, as Multus's own DEL would have run them.
-// Only a call
-// from the runtime (with its config and interface name) does that; the
-// sweep's and GC's own DELs of a record that has gone meanwhile do not.
+// Only a call from the runtime (with its config and interface name) does
+// that; the sweep's and GC's own DELs of a record that has gone meanwhile
+// do not.
 func (e *Engine) Del(ctx context.Context, req *Request) error {
 	var unrecorded func(context.Context) error
 	if len(req.Config) > 0 && req.IfName != "" {
