@@ -28,6 +28,8 @@ func main() {
 	flag.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
 	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
 	flag.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted")
+	flag.StringVar(&o.MultusCacheDir, "multus-cache-dir", o.MultusCacheDir,
+		"Multus's cniDir on the node: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it; empty disables")
 	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
 	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
 	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	events "k8s.io/client-go/tools/record"
@@ -146,7 +148,7 @@ func (b *BypassedPods) Check(ctx context.Context) bool {
 		}
 		present[p.UID] = true
 		req := requestOf(p)
-		if req.empty() || !sandboxUp(p) || recs.pods[p.UID] {
+		if req.empty() || !sandboxUp(p) || recs.pods[p.UID] || req.attachedByMultus(p) {
 			continue
 		}
 		since, ok := b.suspects[p.UID]
@@ -264,6 +266,32 @@ func requestOf(p *corev1.Pod) request {
 }
 
 func (r request) empty() bool { return len(r.networks) == 0 && r.defaultNetwork == "" }
+
+// attachedByMultus tells a pod Multus attached before plexus replaced it
+// (it runs with its networks, and plexus tears them down from Multus's
+// cache when it is deleted) from one the runtime gave the default network
+// alone: Multus wrote its network-status, with an entry for every network
+// it asks for. The runtime alone writes no status.
+func (r request) attachedByMultus(p *corev1.Pod) bool {
+	raw := p.Annotations[nadv1.NetworkStatusAnnot]
+	if raw == "" || r.networksErr != nil || r.defaultErr != nil {
+		return false
+	}
+	var status []nadv1.NetworkStatus
+	if err := json.Unmarshal([]byte(raw), &status); err != nil {
+		return false
+	}
+	has := map[string]bool{}
+	for _, s := range status {
+		has[s.Name] = true
+	}
+	for _, n := range r.networks {
+		if !has[n] {
+			return false
+		}
+	}
+	return r.defaultNetwork == "" || has[r.defaultNetwork]
+}
 
 func (r request) entry(p *corev1.Pod) v1alpha1.BypassedPod {
 	return v1alpha1.BypassedPod{Namespace: p.Namespace, Name: p.Name, Networks: r.networks, DefaultNetwork: r.defaultNetwork}

@@ -48,6 +48,9 @@ type NodeConfig struct {
 	ReadinessIndicator string
 	SocketPath         string
 	StateDir           string
+	// MultusCacheDir is Multus's cniDir as the node names it, written into
+	// the conflist for the shim's DEL with the daemon down; empty: none.
+	MultusCacheDir string
 	// ShimSource is the shim binary to install into BinDir; empty installs
 	// nothing (the shim is put there by other means).
 	ShimSource string
@@ -329,7 +332,7 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		s.ConfigCurrent, s.ConfigError = false, "waiting for the daemon to serve CNI calls"
 		return
 	}
-	data, err := Render(def, c.SocketPath, c.StateDir)
+	data, err := Render(def, c.SocketPath, c.StateDir, c.MultusCacheDir)
 	if err != nil {
 		s.ConfigCurrent, s.ConfigError = false, err.Error()
 		return
@@ -375,14 +378,19 @@ func isOwn(path string, n *netconf.Network) bool {
 // capabilities so the runtime's runtimeConfig reaches it. It carries the
 // default network's whole config too, so that the shim can run that
 // network's DEL for a sandbox plexus never attached (one the runtime
-// attached before plexus was installed) even when the daemon is down.
-func Render(def *netconf.Network, socketPath, stateDir string) ([]byte, error) {
+// attached before plexus was installed) even when the daemon is down, and
+// Multus's cniDir (multusCacheDir, omitted when empty), for the DEL of a
+// sandbox Multus attached.
+func Render(def *netconf.Network, socketPath, stateDir, multusCacheDir string) ([]byte, error) {
 	entry := map[string]interface{}{
 		"type":                 plugin.PluginType,
 		"defaultNetwork":       def.List.Name,
 		"socketPath":           socketPath,
 		"stateDir":             stateDir,
 		"defaultNetworkConfig": json.RawMessage(def.List.Bytes),
+	}
+	if multusCacheDir != "" {
+		entry["multusCacheDir"] = multusCacheDir
 	}
 	if caps := def.Capabilities(); len(caps) > 0 {
 		entry["capabilities"] = caps

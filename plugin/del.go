@@ -27,9 +27,12 @@ const rollbackTimeout = 30 * time.Second
 // A sandbox with no record was attached by the runtime before plexus was
 // its plugin (a pod older than the install, or started while the node
 // conflist was absent): it gets the DEL of the default network, as the
-// runtime would have called it, so its address is released. Only a call
-// from the runtime (with its config and interface name) does that; the
-// sweep's and GC's own DELs of a record that has gone meanwhile do not.
+// runtime would have called it, so its address is released; one that
+// Multus attached (its cache file is in MultusCacheDir) gets the DEL of
+// every network Multus attached, as Multus's own DEL would have run them.
+// Only a call from the runtime (with its config and interface name) does
+// that; the sweep's and GC's own DELs of a record that has gone meanwhile
+// do not.
 func (e *Engine) Del(ctx context.Context, req *Request) error {
 	var unrecorded func(context.Context) error
 	if len(req.Config) > 0 && req.IfName != "" {
@@ -48,20 +51,24 @@ func (e *Engine) Del(ctx context.Context, req *Request) error {
 // no record of: the default network the runtime's conflist carries, else
 // the node's current one. It runs with the runtime's result cache
 // (RuntimeCNI), where the runtime's own ADD left its result.
+//
+// A sandbox Multus attached (before plexus replaced it) left Multus's
+// cache file in MultusCacheDir: plexus then runs Multus's DEL instead,
+// every network the file names in reverse, the default network Multus
+// attached last (with the config Multus ran, which is also right for a pod
+// whose default network an annotation replaced), all with Multus's result
+// cache, where Multus's ADDs left their results. The file goes once every
+// DEL succeeded; a failed DEL keeps it for the runtime's retry, and the
+// other networks are still attempted.
 func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	conf, err := parseNetConf(req.Config)
 	if err != nil {
 		return err
 	}
-	var def *record.Attachment
-	if len(conf.DefaultNetworkConfig) > 0 {
-		def, err = delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
-	} else {
-		def, err = e.defaultAttachment(ctx, nil, conf, req.IfName)
-		if err == nil {
-			def.Args, def.CapabilityArgs = delegate.SplitArgs(req.Args), conf.RuntimeConfig
-		}
+	if multus := e.readMultusCache(ctx, req, conf); multus != nil {
+		return e.delMultus(ctx, req, multus)
 	}
+	def, err := e.unrecordedDefault(ctx, req, conf)
 	if err != nil {
 		return fmt.Errorf("DEL of a sandbox plexus has no record of (attached before plexus was the node's plugin): %w", err)
 	}
@@ -75,6 +82,20 @@ func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	logr.FromContextOrDiscard(ctx).V(1).Info("no record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
 		"network", def.Network)
 	return nil
+}
+
+// unrecordedDefault is the default network's attachment, as the runtime
+// attached it, for a sandbox plexus holds no record of.
+func (e *Engine) unrecordedDefault(ctx context.Context, req *Request, conf *NetConf) (*record.Attachment, error) {
+	if len(conf.DefaultNetworkConfig) > 0 {
+		return delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
+	}
+	def, err := e.defaultAttachment(ctx, nil, conf, req.IfName)
+	if err != nil {
+		return nil, err
+	}
+	def.Args, def.CapabilityArgs = delegate.SplitArgs(req.Args), conf.RuntimeConfig
+	return def, nil
 }
 
 // Check runs CHECK on every recorded attachment.

@@ -81,7 +81,16 @@ type Engine struct {
 	// (libcni's default, /var/lib/cni), where the runtime's own ADD of the
 	// default network left its result. nil uses CNI.
 	RuntimeCNI libcni.CNI
-	Store      *record.Store
+	// MultusCacheDir is Multus's cniDir as the daemon sees it (the node's
+	// /var/lib/cni/multus): a DEL of a sandbox plexus holds no record of
+	// also tears down the networks Multus's cache file there names (see
+	// Del). Empty disables that.
+	MultusCacheDir string
+	// MultusCNI runs those DELs: the same plugins, with Multus's result
+	// cache (MultusCacheDir), where Multus's ADDs left their results. nil
+	// uses CNI.
+	MultusCNI libcni.CNI
+	Store     *record.Store
 	// ConfDir is the node's CNI conf dir: the default network and
 	// definitions with an empty spec.config are read from there.
 	ConfDir string

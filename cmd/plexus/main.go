@@ -102,12 +102,27 @@ func del(args *skel.CmdArgs) error {
 // unrecorded runs the default network's DEL for a sandbox with no record,
 // with the runtime's result cache (libcni's default), where the runtime's
 // own ADD of that network left its result. A conflist from a plexus that
-// did not carry the default network's config leaves nothing to run.
+// did not carry the default network's config leaves nothing to run. A
+// sandbox Multus attached gets the DEL of every network Multus's cache
+// file names instead, as the daemon gives it; a file that does not parse
+// is reported on stderr and leaves the default network's DEL.
 func unrecorded(args *skel.CmdArgs, conf shimapi.NodeConf, path []string) func(context.Context) error {
-	if len(conf.DefaultNetworkConfig) == 0 {
+	if len(conf.DefaultNetworkConfig) == 0 && conf.MultusCacheDir == "" {
 		return nil
 	}
 	return func(ctx context.Context) error {
+		if conf.MultusCacheDir != "" {
+			m, err := delegate.ReadMultusCache(conf.MultusCacheDir, args.ContainerID, args.IfName, args.Args, conf.CNIVersion, conf.RuntimeConfig)
+			if m != nil {
+				return m.Del(ctx, libcni.NewCNIConfigWithCacheDir(path, conf.MultusCacheDir, nil), args.ContainerID, args.Netns)
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "plexus: %v; tearing down the default network only\n", err)
+			}
+		}
+		if len(conf.DefaultNetworkConfig) == 0 {
+			return nil
+		}
 		def, err := delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, args.IfName, args.Args)
 		if err != nil {
 			return err

@@ -80,7 +80,8 @@ func bypassedNames(st v1alpha1.NodeNetworkStatusStatus) []string {
 // (started while plexus was not installed or its conflist was absent) get
 // one Warning Event each and are counted and listed in the node's status.
 // Pods plexus attached, host-network pods, pods that ask for nothing and
-// pods whose sandbox is not up (yet, or again) are not; a pod that goes away or gets a
+// pods whose sandbox is not up (yet, or again) are not, nor are pods Multus
+// attached (their network-status names their networks); a pod that goes away or gets a
 // record leaves the count at the next check.
 func TestPodsThatBypassedPlexusAreReported(t *testing.T) {
 	f := newFixture(t, func(f *fixture) { f.opts.BypassCheckEvery = 200 * time.Millisecond })
@@ -96,6 +97,10 @@ func TestPodsThatBypassedPlexusAreReported(t *testing.T) {
 	host := f.podWith("host", networks("blue"), func(s *corev1.PodSpec) { s.HostNetwork = true })
 	plain := f.podWith("plain", nil, nil)
 	f.podWith("starting", networks("blue"), nil) // no sandbox yet: kubelet reported nothing
+	// Multus attached it before plexus replaced Multus: it has its
+	// networks, and Multus's network-status says so.
+	multus := f.podWith("multus", map[string]string{"k8s.v1.cni.cncf.io/networks": "blue",
+		"k8s.v1.cni.cncf.io/network-status": `[{"name":"cbr0","interface":"eth0","default":true},{"name":"team/blue","interface":"net1"}]`}, nil)
 	// Its sandbox is being replaced: the old one's DEL took its record,
 	// the new one's ADD has not run yet, kubelet keeps its IP.
 	restarting := f.podWith("restarting", networks("blue"), nil)
@@ -104,7 +109,7 @@ func TestPodsThatBypassedPlexusAreReported(t *testing.T) {
 	if _, err := f.cni("ADD", "c-attached", netns, attached); err != nil {
 		t.Fatal(err)
 	}
-	for i, p := range []*corev1.Pod{bypassed, garbled, replaced, late, attached, host, plain} {
+	for i, p := range []*corev1.Pod{bypassed, garbled, replaced, late, attached, host, plain, multus} {
 		f.running(p, fmt.Sprintf("10.250.0.%d", i+1), corev1.ConditionTrue)
 	}
 	f.running(restarting, "10.250.0.99", corev1.ConditionFalse)
@@ -149,7 +154,7 @@ func TestPodsThatBypassedPlexusAreReported(t *testing.T) {
 		}
 		t.Logf("pod %s: %s: %s", name, evs[0].Reason, evs[0].Message)
 	}
-	for _, name := range []string{"attached", "host", "plain", "starting", "restarting"} {
+	for _, name := range []string{"attached", "host", "plain", "starting", "restarting", "multus"} {
 		if evs := f.eventsOf("Pod", name, controllers.ReasonNetworksNotAttached); len(evs) != 0 {
 			t.Errorf("pod %s is not bypassed, yet got %+v", name, evs)
 		}

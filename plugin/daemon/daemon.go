@@ -53,7 +53,12 @@ type Options struct {
 	// RuntimeCacheDir is the container runtime's libcni result cache
 	// (libcni's default, /var/lib/cni): the default network's DEL of a
 	// sandbox plexus never attached reads the runtime's ADD result there.
-	RuntimeCacheDir   string
+	RuntimeCacheDir string
+	// MultusCacheDir is Multus's cniDir on the node (/var/lib/cni/multus),
+	// read through HostPrefix: a DEL of a sandbox plexus never attached
+	// tears down the networks Multus's cache file there names (see
+	// plugin.Engine.MultusCacheDir). Empty disables that.
+	MultusCacheDir    string
 	CNIConfDir        string
 	CNIBinDir         string
 	DefaultNetwork    string
@@ -123,6 +128,7 @@ func Defaults() Options {
 		SocketPath:         shimapi.DefaultSocket,
 		StateDir:           shimapi.DefaultStateDir,
 		RuntimeCacheDir:    libcni.CacheDir,
+		MultusCacheDir:     delegate.DefaultMultusCacheDir,
 		CNIConfDir:         "/etc/cni/net.d",
 		CNIBinDir:          "/opt/cni/bin",
 		IsolateNamespaces:  true,
@@ -142,30 +148,52 @@ func Defaults() Options {
 	}
 }
 
-// delegateCNIs are the libcni configs the engine runs delegates with: one
-// with plexus's result cache, one with the runtime's. With a HostPrefix,
-// plugins run in the node's root (nodeexec), from CNIBinDir as the node
-// names it.
-func delegateCNIs(o Options) (libcni.CNI, libcni.CNI, error) {
+// delegateCNIs are the libcni configs the engine runs delegates with, one
+// per result cache dir: plexus's, the runtime's, Multus's. With a
+// HostPrefix, plugins run in the node's root (nodeexec), from CNIBinDir as
+// the node names it.
+func delegateCNIs(o Options, cacheDirs ...string) ([]libcni.CNI, error) {
+	cnis := make([]libcni.CNI, 0, len(cacheDirs))
 	if o.HostPrefix == "" {
-		return libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, shimapi.CacheDir(o.StateDir), nil),
-			libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, o.RuntimeCacheDir, nil), nil
+		for _, dir := range cacheDirs {
+			cnis = append(cnis, libcni.NewCNIConfigWithCacheDir([]string{o.CNIBinDir}, dir, nil))
+		}
+		return cnis, nil
 	}
 	root := filepath.Clean(o.HostPrefix)
 	binDir, err := filepath.Rel(root, filepath.Clean(o.CNIBinDir))
 	if err != nil || binDir == ".." || strings.HasPrefix(binDir, "../") {
-		return nil, nil, fmt.Errorf("--cni-bin-dir %s is not under --host-prefix %s: delegates run in the node's root, from the bin dir as the node names it", o.CNIBinDir, o.HostPrefix)
+		return nil, fmt.Errorf("--cni-bin-dir %s is not under --host-prefix %s: delegates run in the node's root, from the bin dir as the node names it", o.CNIBinDir, o.HostPrefix)
 	}
 	// A node root has /proc (plugins enter netns through it) and /bin: a
 	// prefix that holds only the mounts plexus needs is not one.
 	for _, dir := range []string{"proc/self", "bin"} {
 		if _, err := os.Stat(filepath.Join(root, dir)); err != nil {
-			return nil, nil, fmt.Errorf("--host-prefix %s is not the node's root filesystem (%v): mount the node's / there (hostPath /, mountPropagation HostToContainer), as the chart does", o.HostPrefix, err)
+			return nil, fmt.Errorf("--host-prefix %s is not the node's root filesystem (%v): mount the node's / there (hostPath /, mountPropagation HostToContainer), as the chart does", o.HostPrefix, err)
 		}
 	}
 	exec := &nodeexec.NodeExec{Root: root, Path: o.NodePath}
 	nodeBin := []string{"/" + binDir}
-	return nodeexec.NewCNI(exec, nodeBin, shimapi.CacheDir(o.StateDir)), nodeexec.NewCNI(exec, nodeBin, o.RuntimeCacheDir), nil
+	for _, dir := range cacheDirs {
+		cnis = append(cnis, nodeexec.NewCNI(exec, nodeBin, dir))
+	}
+	return cnis, nil
+}
+
+// multusCacheDir is where the daemon reads Multus's cache: MultusCacheDir
+// on the node, through HostPrefix; "" when disabled.
+func multusCacheDir(o Options) (string, error) {
+	if o.MultusCacheDir == "" {
+		return "", nil
+	}
+	if !filepath.IsAbs(o.MultusCacheDir) {
+		return "", fmt.Errorf("--multus-cache-dir %q: want an absolute path on the node (Multus's cniDir, by default %s), or empty to disable", o.MultusCacheDir, delegate.DefaultMultusCacheDir)
+	}
+	dir, err := delegate.HostPath(o.HostPrefix, o.MultusCacheDir)
+	if err != nil {
+		return "", fmt.Errorf("--multus-cache-dir: %w", err)
+	}
+	return dir, nil
 }
 
 // Scheme holds the types the daemon reads.
@@ -200,10 +228,15 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
 	}
-	delegates, runtimeDelegates, err := delegateCNIs(o)
+	multusDir, err := multusCacheDir(o)
 	if err != nil {
 		return nil, err
 	}
+	cnis, err := delegateCNIs(o, shimapi.CacheDir(o.StateDir), o.RuntimeCacheDir, multusDir)
+	if err != nil {
+		return nil, err
+	}
+	delegates, runtimeDelegates := cnis[0], cnis[1]
 	defaultNetworks, err := ParseDefaultNetworks(o.DefaultNetworks, o.DefaultNetworkNamespace)
 	if err != nil {
 		return nil, err
@@ -243,6 +276,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	engine := &plugin.Engine{
 		CNI:               delegates,
 		RuntimeCNI:        runtimeDelegates,
+		MultusCacheDir:    multusDir,
+		MultusCNI:         cnis[2],
 		Store:             store,
 		ConfDir:           o.CNIConfDir,
 		DefaultNetwork:    o.DefaultNetwork,
@@ -268,7 +303,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	nodeStatus.Bypassed = bypassed
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
-		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir,
+		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir, MultusCacheDir: o.MultusCacheDir,
 		ShimSource: o.ShimSource, Resync: o.Resync, SetAsideLeftovers: o.SetAsideLeftovers,
 		CanServe: func() bool { return server.Ready(nil) == nil },
 		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),

@@ -50,4 +50,11 @@ type NodeConf struct {
 	// RuntimeConfig is what the runtime passed for plexus's capabilities;
 	// that DEL gets it, as the default network would have.
 	RuntimeConfig map[string]interface{} `json:"runtimeConfig,omitempty"`
+	// MultusCacheDir is Multus's cniDir on the node: a sandbox with no
+	// record whose file Multus left there gets the DEL of every network
+	// Multus attached. Empty: none.
+	MultusCacheDir string `json:"multusCacheDir,omitempty"`
+	// CNIVersion is the conflist's, given to a Multus delegate that has
+	// none, as Multus gave its own.
+	CNIVersion string `json:"cniVersion,omitempty"`
 }
