@@ -398,7 +398,14 @@ func (f *fixture) pod(name, networks string) *corev1.Pod {
 
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	f.waitFor(what, 30*time.Second, cond)
+}
+
+// waitFor polls cond every 20 ms until it holds, failing the test after
+// timeout.
+func (f *fixture) waitFor(what string, timeout time.Duration, cond func() bool) {
+	f.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			f.t.Fatalf("timed out waiting for %s", what)

@@ -17,13 +17,7 @@ import (
 // Event the API server did not answer is tried again up to 10 s later.
 func (f *fixture) waitLong(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			f.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	f.waitFor(what, 90*time.Second, cond)
 }
 
 func TestAddPutsItsEventsOnThePod(t *testing.T) {
