@@ -66,10 +66,10 @@ printf '{"cniVersion":"1.0.0","dns":{"domain":"%s"}}' "$SEEDED"
 	return root
 }
 
-// A delegate declaring CNIDeviceInfoFile gets its attachment's NPWG path;
-// what it writes there, in the node's root, is the attachment's
-// device-info in network-status; DEL and a rolled-back ADD remove it.
-func TestDelegatesDeviceInfoFileReachesTheStatus(t *testing.T) {
+// newDevInfoFixture is an engine running its delegates chrooted into a
+// devInfoRoot (returned), the default network being its "noop" plugin.
+func newDevInfoFixture(t *testing.T) (*fixture, string) {
+	t.Helper()
 	f := newFixture(t, "1.0.0")
 	root := devInfoRoot(t)
 	f.engine.CNI = nodeexec.NewCNI(&nodeexec.NodeExec{Root: root}, []string{"/opt/cni/bin"}, t.TempDir())
@@ -77,6 +77,14 @@ func TestDelegatesDeviceInfoFileReachesTheStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.writeConf("10-noop.conflist", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "defnet", "plugins": []M{{"type": "noop"}}}))
+	return f, root
+}
+
+// A delegate declaring CNIDeviceInfoFile gets its attachment's NPWG path;
+// what it writes there, in the node's root, is the attachment's
+// device-info in network-status; DEL and a rolled-back ADD remove it.
+func TestDelegatesDeviceInfoFileReachesTheStatus(t *testing.T) {
+	f, root := newDevInfoFixture(t)
 	f.addNAD("team", "vdpa-net", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "vdpa-net", "plugins": []M{{
 		"type": "devinfo", "capabilities": M{plugin.DeviceInfoFileCapability: true}}}}))
 	pod := f.addPod("team", "web", map[string]string{"k8s.v1.cni.cncf.io/networks": "vdpa-net"})
@@ -121,13 +129,7 @@ func TestDelegatesDeviceInfoFileReachesTheStatus(t *testing.T) {
 // With a device plugin device, the delegate finds the device plugin's
 // device-info already at its path, as Multus copies it there.
 func TestDevicePluginInfoSeedsTheDeviceInfoFile(t *testing.T) {
-	f := newFixture(t, "1.0.0")
-	root := devInfoRoot(t)
-	f.engine.CNI = nodeexec.NewCNI(&nodeexec.NodeExec{Root: root}, []string{"/opt/cni/bin"}, t.TempDir())
-	if err := os.Remove(filepath.Join(f.confDir, "10-default.conflist")); err != nil {
-		t.Fatal(err)
-	}
-	f.writeConf("10-noop.conflist", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "defnet", "plugins": []M{{"type": "noop"}}}))
+	f, _ := newDevInfoFixture(t)
 	f.engine.Devices = devices{"example.com/vdpa": {"0000:65:00.3"}}
 	f.addNAD("team", "vdpa-net", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "vdpa-net", "plugins": []M{{
 		"type": "devinfo", "capabilities": M{plugin.DeviceInfoFileCapability: true}}}}))
