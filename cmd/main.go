@@ -13,8 +13,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
-	"github.com/plexus-cni/plexus/plugin/daemon"
 	"github.com/plexus-cni/plexus/plugin/nodeexec"
 )
 

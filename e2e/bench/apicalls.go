@@ -11,8 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/e2e/bench/results"
-	"github.com/plexus-cni/plexus/plugin/daemon"
 )
 
 // quiet is how long stray requests are waited for after the last call.

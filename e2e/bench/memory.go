@@ -21,8 +21,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/e2e/bench/results"
-	"github.com/plexus-cni/plexus/plugin/daemon"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
@@ -129,7 +130,7 @@ func memoryResult(value float64, o MemoryOptions, p map[string]interface{}) resu
 // when err is set.
 func memoryCluster(ctx context.Context, cfg Config, dir string) (*envtest.Environment, client.Client, []string, string, error) {
 	crds := filepath.Join(cfg.RepoRoot, "config", "crd")
-	env := plugintest.NewEnvironment(cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
+	env := controllertest.NewEnvironment(cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
 	restCfg, err := env.Start()
 	if err != nil {
 		return nil, nil, nil, "", fmt.Errorf("starting the API server: %w", err)

@@ -33,8 +33,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -164,7 +165,7 @@ func StartNode(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 func (n *Node) startAPIServer() error {
 	crds := filepath.Join(n.cfg.RepoRoot, "config", "crd")
-	n.env = plugintest.NewEnvironment(n.cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
+	n.env = controllertest.NewEnvironment(n.cfg.Assets, filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
 	restCfg, err := n.env.Start()
 	if err != nil {
 		return fmt.Errorf("starting the API server: %w", err)

@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/controllers/kube"
 )
 
 // Counter counts HTTP requests to the API server by verb and resource

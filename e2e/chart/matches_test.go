@@ -14,7 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 )
 
 // The chart at its defaults and config/default install the same thing: the

@@ -20,6 +20,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
@@ -30,7 +31,7 @@ const (
 )
 
 // object is one rendered document.
-type object = plugintest.Doc
+type object = controllertest.Doc
 
 // objects is what one rendering produced, in order.
 type objects []object
@@ -78,7 +79,7 @@ func (objs objects) keys() []string {
 }
 
 // parse splits a multi-document YAML stream into objects.
-func parse(t *testing.T, out []byte) objects { return plugintest.SplitYAML(t, out) }
+func parse(t *testing.T, out []byte) objects { return controllertest.SplitYAML(t, out) }
 
 // template runs `helm template` on the chart with extra arguments
 // (--values, --set, --include-crds) and returns what it printed.
@@ -108,7 +109,7 @@ func helmRun(t *testing.T, args ...string) ([]byte, error) {
 }
 
 // kustomize renders config/default as `kubectl apply -k` would apply it.
-func kustomize(t *testing.T) objects { return parse(t, plugintest.Kustomize(t)) }
+func kustomize(t *testing.T) objects { return parse(t, controllertest.Kustomize(t)) }
 
 // helmVersionLine is the Makefile's pin of helm, the one place it is set.
 var helmVersionLine = regexp.MustCompile(`(?m)^HELM_VERSION\s*:=\s*(\S+)\s*$`)

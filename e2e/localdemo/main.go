@@ -26,8 +26,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
-	"github.com/plexus-cni/plexus/plugin/plugintest"
+	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 )
 
 type obj = map[string]interface{}
@@ -59,7 +59,7 @@ runtime here: the demo execs the shim with the CNI environment a runtime sets.`)
 	defer os.RemoveAll(work)
 
 	step("starting kube-apiserver and etcd (built from source)")
-	env := plugintest.NewEnvironment(assets, "config/crd/npwg")
+	env := controllertest.NewEnvironment(assets, "config/crd/npwg")
 	cfg, err := env.Start()
 	if err != nil {
 		return err

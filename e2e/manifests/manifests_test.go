@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
@@ -440,13 +441,13 @@ func render(t *testing.T) *rendered {
 		daemons:    map[string]*appsv1.DaemonSet{},
 		labels:     map[string]map[string]string{},
 	}
-	for _, doc := range plugintest.SplitYAML(t, plugintest.Kustomize(t)) {
+	for _, doc := range controllertest.SplitYAML(t, controllertest.Kustomize(t)) {
 		r.add(t, doc)
 	}
 	return r
 }
 
-func (r *rendered) add(t *testing.T, doc plugintest.Doc) {
+func (r *rendered) add(t *testing.T, doc controllertest.Doc) {
 	t.Helper()
 	r.labels[doc.Key()] = doc.Labels
 	var obj any

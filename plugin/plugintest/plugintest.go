@@ -34,6 +34,15 @@ func missing(t testing.TB, format string, args ...interface{}) {
 	t.Skipf(format, args...)
 }
 
+// RequireFile skips the test when a tool it needs is missing at path (or
+// fails it, see the package doc); hint says how to get it.
+func RequireFile(t testing.TB, path, hint string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		missing(t, "%s not found (%s)", path, hint)
+	}
+}
+
 // RequireRoot skips (or fails, see the package doc) when not root.
 func RequireRoot(t testing.TB) {
 	t.Helper()

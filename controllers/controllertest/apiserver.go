@@ -1,4 +1,4 @@
-package plugintest
+package controllertest
 
 import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"

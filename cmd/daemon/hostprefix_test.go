@@ -8,7 +8,7 @@ import (
 
 	"k8s.io/client-go/rest"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 )
 
 // With --host-prefix, delegates run chrooted into it: the daemon refuses

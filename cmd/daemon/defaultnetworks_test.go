@@ -6,7 +6,7 @@ import (
 
 	k8stypes "k8s.io/apimachinery/pkg/types"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 )
 
 // --default-networks takes "name" (in the default-network namespace) and

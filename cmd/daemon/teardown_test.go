@@ -13,7 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 

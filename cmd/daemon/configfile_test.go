@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plexus-cni/plexus/plugin/daemon"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 )
 
 // testFlags is a flag set shaped like the daemon's.

@@ -32,9 +32,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
-	"github.com/plexus-cni/plexus/plugin/daemon"
-	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
+	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -193,7 +194,7 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	plugintest.RequireRoot(t)
 	logSink.attach(t)
 	crds := filepath.Join(plugintest.RepoRoot(t), "config", "crd")
-	env := plugintest.NewEnvironment(assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
+	env := controllertest.NewEnvironment(assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)

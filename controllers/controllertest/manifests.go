@@ -1,4 +1,4 @@
-package plugintest
+package controllertest
 
 import (
 	"bufio"
@@ -16,6 +16,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 // Doc is one object of a rendered manifest stream (kustomize, helm
@@ -64,28 +66,19 @@ func SplitYAML(t testing.TB, stream []byte) []Doc {
 	}
 }
 
-// RequireFile skips the test when a tool it needs is missing at path (or
-// fails it, see the package doc); hint says how to get it.
-func RequireFile(t testing.TB, path, hint string) {
-	t.Helper()
-	if _, err := os.Stat(path); err != nil {
-		missing(t, "%s not found (%s)", path, hint)
-	}
-}
-
 // Kubectl is $KUBECTL, or the kubectl `make envtest-assets` builds.
 func Kubectl(t testing.TB) string {
 	t.Helper()
 	if k := os.Getenv("KUBECTL"); k != "" {
 		return k
 	}
-	root := RepoRoot(t)
+	root := plugintest.RepoRoot(t)
 	out, err := exec.Command(filepath.Join(root, "hack", "build-k8s.sh"), "--print-version").Output()
 	if err != nil {
 		t.Fatalf("hack/build-k8s.sh --print-version: %v", err)
 	}
 	k := filepath.Join(root, ".cache", "k8s", strings.TrimSpace(string(out)), "bin", "kubectl")
-	RequireFile(t, k, "run `make envtest-assets`, or set KUBECTL")
+	plugintest.RequireFile(t, k, "run `make envtest-assets`, or set KUBECTL")
 	return k
 }
 
@@ -96,7 +89,7 @@ func Kustomize(t testing.TB) []byte {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", filepath.Join(RepoRoot(t), "config", "default"))
+	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", filepath.Join(plugintest.RepoRoot(t), "config", "default"))
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 	podresourcesv1 "k8s.io/kubelet/pkg/apis/podresources/v1"
 
-	"github.com/plexus-cni/plexus/plugin/kube"
+	"github.com/plexus-cni/plexus/controllers/kube"
 )
 
 // kubelet serves the pod-resources API as kubelet does, over gRPC on a

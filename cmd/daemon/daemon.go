@@ -34,10 +34,10 @@ import (
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
+	"github.com/plexus-cni/plexus/controllers/cniserver"
+	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin"
-	"github.com/plexus-cni/plexus/plugin/cniserver"
 	"github.com/plexus-cni/plexus/plugin/delegate"
-	"github.com/plexus-cni/plexus/plugin/kube"
 	"github.com/plexus-cni/plexus/plugin/netconf"
 	"github.com/plexus-cni/plexus/plugin/netstore"
 	"github.com/plexus-cni/plexus/plugin/nodeexec"

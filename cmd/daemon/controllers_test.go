@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
+	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin"
-	"github.com/plexus-cni/plexus/plugin/daemon"
-	"github.com/plexus-cni/plexus/plugin/kube"
 	"github.com/plexus-cni/plexus/plugin/netstore"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
