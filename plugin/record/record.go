@@ -83,7 +83,32 @@ type Attachment struct {
 	Result json.RawMessage `json:"result,omitempty"`
 	// DeviceInfo is the device-info a device plugin or delegate gave.
 	DeviceInfo json.RawMessage `json:"deviceInfo,omitempty"`
+	// Origin says what asked for the attachment: OriginDefaultNetworks,
+	// OriginSelection, OriginHotplug or OriginDelegateAPI; empty for the
+	// default network and in records written before it existed.
+	Origin string `json:"origin,omitempty"`
+	// InterfaceRequested is set when the pod's selection named the
+	// interface (rather than plexus numbering it netN): only such an
+	// attachment can be matched by a later annotation, so only it can be
+	// hot-unplugged.
+	InterfaceRequested bool `json:"interfaceRequested,omitempty"`
 }
+
+// Attachment origins (see Attachment.Origin).
+const (
+	// OriginDefaultNetworks: one of the networks every pod gets
+	// (--default-networks).
+	OriginDefaultNetworks = "defaultNetworks"
+	// OriginSelection: an element of the pod's networks annotation,
+	// attached by the sandbox's ADD.
+	OriginSelection = "selection"
+	// OriginHotplug: an element of the networks annotation attached to the
+	// running sandbox by the daemon's hot-plug controller.
+	OriginHotplug = "hotplug"
+	// OriginDelegateAPI: attached through the delegate API (the dynamic
+	// networks controller's POST /delegate).
+	OriginDelegateAPI = "delegateAPI"
+)
 
 // Added reports whether the delegate's ADD completed.
 func (a *Attachment) Added() bool { return len(a.Result) > 0 }
