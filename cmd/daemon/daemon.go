@@ -35,6 +35,7 @@ import (
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/cniserver"
+	"github.com/plexus-cni/plexus/controllers/delegateapi"
 	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/delegate"
@@ -120,7 +121,27 @@ type Options struct {
 	BypassCheckEvery time.Duration
 	MetricsAddr      string
 	ProbeAddr        string
+
+	// HotplugMode says who adds and removes interfaces of running pods:
+	// HotplugBuiltin (the daemon's own controller, the default),
+	// HotplugDelegateAPI (the dynamic networks controller, through the
+	// delegate API on DelegateAPISocket) or HotplugOff. Never two at once:
+	// in delegate-api mode the builtin controller is off, and in the
+	// others the socket is not served.
+	HotplugMode string
+	// DelegateAPISocket is where the delegate API is served in
+	// delegate-api mode: a node path (the chart mounts its directory at
+	// the same path), by default Multus's, where the dynamic networks
+	// controller looks.
+	DelegateAPISocket string
 }
+
+// Hot-plug modes (Options.HotplugMode, --hotplug, chart value hotplug.mode).
+const (
+	HotplugBuiltin     = "builtin"
+	HotplugDelegateAPI = "delegate-api"
+	HotplugOff         = "off"
+)
 
 // Defaults are the values a node gets when nothing is configured.
 func Defaults() Options {
@@ -145,7 +166,26 @@ func Defaults() Options {
 		SystemNamespaces:        []string{"kube-system"},
 		DefaultNetworkNamespace: "kube-system",
 		AddedInterfaceEvents:    true,
+
+		HotplugMode:       HotplugBuiltin,
+		DelegateAPISocket: delegateapi.DefaultSocket,
 	}
+}
+
+// checkHotplug validates HotplugMode and, in delegate-api mode, the
+// socket path.
+func checkHotplug(o Options) error {
+	switch o.HotplugMode {
+	case HotplugBuiltin, HotplugOff, "":
+		return nil
+	case HotplugDelegateAPI:
+		if !filepath.IsAbs(o.DelegateAPISocket) {
+			return fmt.Errorf("--delegate-api-socket (chart value hotplug.delegateAPISocket) %q: want an absolute path on the node, by default Multus's %s", o.DelegateAPISocket, delegateapi.DefaultSocket)
+		}
+		return nil
+	}
+	return fmt.Errorf("--hotplug (chart value hotplug.mode) %q: want %s (plexus adds and removes the interfaces of running pods), %s (the dynamic networks controller does, through the delegate API) or %s",
+		o.HotplugMode, HotplugBuiltin, HotplugDelegateAPI, HotplugOff)
 }
 
 // delegateCNIs are the libcni configs the engine runs delegates with, one
@@ -219,6 +259,9 @@ type Daemon struct {
 	NodeStatus *controllers.StatusReconciler
 	Owner      *controllers.Owner
 	Bypassed   *controllers.BypassedPods
+	// DelegateAPI serves the dynamic networks controller in delegate-api
+	// mode; nil otherwise.
+	DelegateAPI *delegateapi.Server
 
 	sweepEvery time.Duration
 }
@@ -227,6 +270,9 @@ type Daemon struct {
 func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
+	}
+	if err := checkHotplug(o); err != nil {
+		return nil, err
 	}
 	multusDir, err := multusCacheDir(o)
 	if err != nil {
@@ -347,11 +393,20 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	for name, check := range map[string]healthz.Checker{
+	ready := map[string]healthz.Checker{
 		"cni-socket":  server.Ready,
 		"node-config": func(*http.Request) error { return node.Ready() },
 		"caches":      cacheSynced(mgr),
-	} {
+	}
+	if o.HotplugMode == HotplugDelegateAPI {
+		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
+			Log: log.WithName("delegateapi")}
+		if err := mgr.Add(d.DelegateAPI); err != nil {
+			return nil, err
+		}
+		ready["delegate-api-socket"] = d.DelegateAPI.Ready
+	}
+	for name, check := range ready {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			return nil, err
 		}
