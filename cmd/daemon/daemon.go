@@ -317,7 +317,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
+	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status"),
+		Current: recordStatus(store)}
 	events := &kube.PodEvents{Config: cfg, NodeName: o.NodeName, DropNormal: !o.AddedInterfaceEvents, Log: log.WithName("events")}
 	engine := &plugin.Engine{
 		CNI:               delegates,
@@ -495,6 +496,26 @@ func (d *Daemon) republish(ctx context.Context) error {
 		d.Status.Publish(rec.Pod, id, status)
 	}
 	return nil
+}
+
+// recordStatus rebuilds a sandbox's network-status from its record when
+// the writer writes it, so that a status waiting to be written never
+// undoes an attach or detach done meanwhile (see kube.StatusWriter.Current).
+func recordStatus(store *record.Store) func(string) ([]nadv1.NetworkStatus, bool, error) {
+	return func(containerID string) ([]nadv1.NetworkStatus, bool, error) {
+		rec, err := store.Load(containerID)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if rec.Failed != nil {
+			return nil, false, nil // its teardown is owed: no status to show
+		}
+		status, err := plugin.NetworkStatus(rec)
+		return status, err == nil, err
+	}
 }
 
 func complete(rec *record.Record) bool {
