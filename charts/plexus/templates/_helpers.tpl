@@ -66,4 +66,8 @@ readiness-indicator-file: {{ clean . | toJson }}
 added-interface-events: {{ .Values.events.addedInterface }}
 zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
 set-aside-leftovers: {{ ne (toString (.Values.migration | default dict).setAsideLeftovers) "false" }}
+hotplug: {{ (.Values.hotplug | default dict).mode | default "builtin" | toString | toJson }}
+{{- if eq (toString (.Values.hotplug | default dict).mode) "delegate-api" }}
+delegate-api-socket: {{ clean .Values.hotplug.delegateAPISocket | toJson }}
+{{- end }}
 {{- end -}}
