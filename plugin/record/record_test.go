@@ -181,9 +181,12 @@ func TestSaveLeavesNoTempFiles(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{hexID + ".json", "locks"}
+	want := []string{hexID + ".json", "locks", "pods"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("store holds %q, want %q", names, want)
+	}
+	if links, _ := os.ReadDir(filepath.Join(s.Dir, "pods")); len(links) != 1 {
+		t.Errorf("pod index holds %v, want one link", links)
 	}
 	fi, err := os.Stat(filepath.Join(s.Dir, hexID+".json"))
 	if err != nil {
@@ -203,8 +206,9 @@ func TestLoadBadFile(t *testing.T) {
 		{"cut short", `{"version":1,"containerID":`, "partly written"},
 		{"empty", ``, "partly written"},
 		{"wrong type", `{"version":"one"}`, "corrupt"},
-		{"newer format", `{"version":2,"containerID":"c1","attachments":[]}`, "newer"},
-		{"current format", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
+		{"newer format", `{"version":3,"containerID":"c1","attachments":[]}`, "newer"},
+		{"current format", `{"version":2,"containerID":"c1","attachments":[]}`, ""},
+		{"format 1", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -431,9 +435,12 @@ func TestUpdateWritesResultsBesideTheRecord(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(s.Dir)
 	for _, e := range entries {
-		if e.Name() != "locks" && e.Name() != hexID+".gone" {
+		if e.Name() != "locks" && e.Name() != "pods" && e.Name() != hexID+".gone" {
 			t.Errorf("%s left after Remove", e.Name())
 		}
+	}
+	if links, _ := os.ReadDir(filepath.Join(s.Dir, "pods")); len(links) != 0 {
+		t.Errorf("pod index links left after Remove: %v", links)
 	}
 }
 
