@@ -111,6 +111,7 @@ func parse(body []byte) (*call, *httpError) {
 		return nil, err
 	}
 	c.pod = pod
+	c.args = delegateArgs(c.args, c.containerID)
 	if err := c.readConfig(req.Config); err != nil {
 		return nil, err
 	}
@@ -149,6 +150,35 @@ func podOf(args string) (record.PodRef, *httpError) {
 		}
 	}
 	return pod, nil
+}
+
+// delegateArgs is the CNI_ARGS the delegate gets: the caller's, with
+// IgnoreUnknown=1 first and K8S_POD_INFRA_CONTAINER_ID, as a runtime's
+// (and Multus's delegate calls) carry them: without IgnoreUnknown the
+// reference plugins refuse the K8S_POD_* keys they do not know.
+func delegateArgs(args, containerID string) string {
+	var out []string
+	hasIgnore, hasInfra := false, false
+	for _, part := range strings.Split(args, ";") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, _, _ := strings.Cut(part, "=")
+		switch k {
+		case "IgnoreUnknown":
+			hasIgnore = true
+		case "K8S_POD_INFRA_CONTAINER_ID":
+			hasInfra = true
+		}
+		out = append(out, part)
+	}
+	if !hasInfra {
+		out = append(out, "K8S_POD_INFRA_CONTAINER_ID="+containerID)
+	}
+	if !hasIgnore {
+		out = append([]string{"IgnoreUnknown=1"}, out...)
+	}
+	return strings.Join(out, ";")
 }
 
 // readConfig checks that config is a CNI configuration that runs a plugin:
