@@ -409,7 +409,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	if o.HotplugMode == HotplugDelegateAPI {
 		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
-			Log: log.WithName("delegateapi")}
+			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Log: log.WithName("delegateapi")}
 		if err := mgr.Add(d.DelegateAPI); err != nil {
 			return nil, err
 		}

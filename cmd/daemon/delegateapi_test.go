@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,8 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	corev1 "k8s.io/api/core/v1"
+	k8stypes "k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -141,6 +144,16 @@ func (f *fixture) runningPod(name, networks string) (*corev1.Pod, ns.NetNS) {
 	return pod, netns
 }
 
+// annotate sets the pod's networks annotation, as a user (or KubeVirt)
+// does before the controller calls the delegate API.
+func (f *fixture) annotate(pod *corev1.Pod, networks string) {
+	f.t.Helper()
+	patch := client.RawPatch(k8stypes.MergePatchType, []byte(`{"metadata": {"annotations": {"`+nadv1.NetworkAttachmentAnnot+`": `+strconv.Quote(networks)+`}}}`))
+	if err := f.client.Patch(context.Background(), pod, patch); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
 func (f *fixture) attachment(id, ifname string) (record.Attachment, bool) {
 	f.t.Helper()
 	rec, err := f.daemon.Engine.Store.Load(id)
@@ -161,6 +174,7 @@ func TestDelegateAPIAddsAndRemovesAnInterfaceOfARunningPod(t *testing.T) {
 	pod, netns := f.runningPod("vm", "")
 	c := newDynClient(t, f.opts.DelegateAPISocket)
 	const ifname, mac = "pod0f3a1c", "02:11:22:33:44:55"
+	f.annotate(pod, `[{"name": "hot", "interface": "`+ifname+`", "mac": "`+mac+`"}]`)
 	body := delegateBody("ADD", "c1", netns.Path(), ifname, pod, nadConfig(t, "hot", spec),
 		map[string]interface{}{"mac": mac, "ips": nil, "cni-args": nil})
 
@@ -173,8 +187,9 @@ func TestDelegateAPIAddsAndRemovesAnInterfaceOfARunningPod(t *testing.T) {
 		t.Fatalf("in the netns: %s = %+v (present %v), want MAC %s and %s", ifname, link, ok, mac, res.IPs[0].Address.String())
 	}
 	a, ok := f.attachment("c1", ifname)
-	if !ok || a.Origin != record.OriginDelegateAPI || !a.Added() {
-		t.Fatalf("record: attachment %s = %+v (present %v), want an added one of origin %q", ifname, a, ok, record.OriginDelegateAPI)
+	if !ok || a.Origin != record.OriginDelegateAPI || !a.Added() || a.Network != "team/hot" {
+		t.Fatalf("record: attachment %s = %+v (present %v), want an added one of network team/hot (the annotation element's, as the controller names it), origin %q",
+			ifname, a, ok, record.OriginDelegateAPI)
 	}
 	if got := allocations(f, "hot"); len(got) != 1 {
 		t.Fatalf("host-local allocations of hot: %v, want 1", got)
@@ -346,6 +361,7 @@ func TestPendingStatusIsRebuiltFromTheRecord(t *testing.T) {
 		t.Fatalf("pending statuses: %d, want the ADD's", f.daemon.Status.Pending())
 	}
 	c := newDynClient(t, f.opts.DelegateAPISocket)
+	f.annotate(pod, "hot@pod2")
 	c.add(delegateBody("ADD", "c1", netns.Path(), "pod2", pod, nadConfig(t, "hot", f.macvlanNet("10.243.0.0/24")), nil))
 	code, out := c.post(delegateBody("DEL", "c1", netns.Path(), "pod1", pod, nadConfig(t, "blue", f.macvlanNet("10.241.0.0/24")), nil))
 	if code != http.StatusOK {
@@ -359,11 +375,11 @@ func TestPendingStatusIsRebuiltFromTheRecord(t *testing.T) {
 		status = f.networkStatus(pod)
 		return status != nil
 	})
-	var ifaces []string
+	var entries []string
 	for _, s := range status {
-		ifaces = append(ifaces, s.Interface)
+		entries = append(entries, s.Name+" "+s.Interface)
 	}
-	if !slices.Equal(ifaces, []string{"eth0", "pod2"}) {
-		t.Errorf("network-status interfaces %v: want eth0 and pod2 (the record's now), not the ADD's eth0 and pod1", ifaces)
+	if !slices.Equal(entries, []string{"defnet eth0", "team/hot pod2"}) {
+		t.Errorf("network-status %v: want the record's now, defnet on eth0 and team/hot (as the controller names it) on pod2, not the ADD's eth0 and pod1", entries)
 	}
 }

@@ -40,12 +40,17 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/go-logr/logr"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/record"
+	"github.com/plexus-cni/plexus/plugin/selection"
 )
 
 // DefaultSocket is Multus's socket path, where the dynamic networks
@@ -87,6 +92,12 @@ type Server struct {
 	// client hanging up does not cut it short.
 	Timeout time.Duration
 	Log     logr.Logger
+	// Pods (this node's pod cache) and Live (the API server, for a cache
+	// that has not seen the annotation change yet) are read to name an
+	// added network as the caller does in its network-status: the
+	// "namespace/name" of the pod's networks annotation element on the
+	// interface. Nil, or no such element, takes the config's name.
+	Pods, Live client.Reader
 
 	listening atomic.Bool
 }
@@ -323,7 +334,7 @@ func (s *Server) add(ctx context.Context, c *call) ([]byte, *httpError) {
 		return nil, herr
 	}
 	res, err := s.Engine.Attach(ctx, &plugin.AttachRequest{
-		ContainerID: c.containerID, Pod: c.pod,
+		ContainerID: c.containerID, Pod: c.pod, Network: s.networkOf(ctx, c),
 		Config: c.config, IfName: c.ifName, Args: c.args, Attributes: c.attributes,
 		Origin: record.OriginDelegateAPI, KeepStatus: true,
 	})
@@ -342,6 +353,33 @@ func (s *Server) add(ctx context.Context, c *call) ([]byte, *httpError) {
 		return nil, &httpError{http.StatusInternalServerError, fmt.Sprintf("pod %s, network %q: encoding the result: %v", podName(c.pod), c.configName, err)}
 	}
 	return result, nil
+}
+
+// networkOf is the "namespace/name" of the pod's networks annotation
+// element on the call's interface, the name the dynamic networks
+// controller gives the network in the status it writes; "" when there is
+// none (another client, or a pod that no longer asks for it).
+func (s *Server) networkOf(ctx context.Context, c *call) string {
+	key := types.NamespacedName{Namespace: c.pod.Namespace, Name: c.pod.Name}
+	for _, r := range []client.Reader{s.Pods, s.Live} {
+		if r == nil {
+			continue
+		}
+		pod := &corev1.Pod{}
+		if err := r.Get(ctx, key, pod); err != nil || string(pod.UID) != c.pod.UID {
+			continue
+		}
+		elements, err := selection.Parse(pod.Annotations[nadv1.NetworkAttachmentAnnot], pod.Namespace)
+		if err != nil {
+			continue
+		}
+		for _, e := range elements {
+			if e.Interface == c.ifName {
+				return e.Namespace + "/" + e.Name
+			}
+		}
+	}
+	return ""
 }
 
 func (s *Server) del(ctx context.Context, c *call) *httpError {
