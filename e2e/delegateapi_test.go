@@ -154,10 +154,13 @@ var _ = Describe("The delegate-api mode", Ordered, Serial, func() {
 		Expect(heldAddresses(hot)).To(HaveLen(1))
 		Expect(k8s.Delete(ctx, pod)).To(Succeed())
 		waitGone(ctx, pod, time.Minute)
-		Eventually(func() []string { return heldAddresses(hot) }).WithContext(ctx).WithTimeout(30*time.Second).Should(BeEmpty(),
-			"the pod's DEL releases the interface the delegate API added")
-		Expect(heldAddresses(blue)).To(BeEmpty())
-		Expect(recordsOf(string(pod.UID))).To(BeEmpty())
+		// The pod's sandbox DEL runs in reverse order, after the pod object
+		// is gone: wait for all of it.
+		Eventually(func(g Gomega) {
+			g.Expect(heldAddresses(hot)).To(BeEmpty(), "the pod's DEL releases the interface the delegate API added")
+			g.Expect(heldAddresses(blue)).To(BeEmpty())
+			g.Expect(recordsOf(string(pod.UID))).To(BeEmpty())
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
 
 		// A sandbox that is gone is refused on ADD, naming the fields.
 		code, out = delegateCall(ctx, delegateRequest("ADD", id, netns, ifname, pod, hotConfig, nil))
