@@ -92,8 +92,8 @@ func (s *Store) SandboxOf(pod PodRef) (*Record, error) {
 	return r, nil
 }
 
-// Reindex rebuilds the pod index from the records (those of format 1 have
-// no link, and a crash may lose one) and drops links to records that are
+// Reindex rebuilds the pod index from the records (an earlier plexus's
+// have no link, and a crash may lose one) and drops links to records that are
 // gone. When a pod has several records (a sandbox being replaced), the
 // newest wins. It returns how many links it made or removed.
 func (s *Store) Reindex() (int, error) {
