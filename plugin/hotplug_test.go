@@ -274,11 +274,10 @@ func TestAttachRefusals(t *testing.T) {
 	f.assertClean(netns, "c1", "hl-net")
 }
 
-// A record of format 1 (written before attachments were keyed by
-// interface name: results by position, no pod index) still loads with
-// its results, is found by its pod after Reindex, takes an attach, and is
-// torn down whole.
-func TestFormat1RecordStillWorks(t *testing.T) {
+// A record an earlier plexus wrote (results by position, no origin, no
+// pod index) still loads with its results, is found by its pod after
+// Reindex, takes an attach, and is torn down whole.
+func TestEarlierRecordStillWorks(t *testing.T) {
 	f := newFixture(t, "1.0.0")
 	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
 	f.addNAD("team", "hl2", f.hostLocalNet("10.243.0.0/24"))
@@ -286,7 +285,7 @@ func TestFormat1RecordStillWorks(t *testing.T) {
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
 
-	// Rewrite the files as format 1 wrote them.
+	// Rewrite the files as an earlier plexus wrote them.
 	dir := f.stateDir
 	rec, _ := f.engine.Store.Load("c1")
 	var old struct {
@@ -301,7 +300,6 @@ func TestFormat1RecordStillWorks(t *testing.T) {
 		a.Result, a.Origin, a.InterfaceRequested = nil, "", false
 	}
 	v1, _ := json.Marshal(rec)
-	v1 = []byte(strings.Replace(string(v1), `"version":2`, `"version":1`, 1))
 	res1, _ := json.Marshal(old)
 	if err := os.WriteFile(filepath.Join(dir, "c1.json"), v1, 0o600); err != nil {
 		t.Fatal(err)
@@ -314,8 +312,8 @@ func TestFormat1RecordStillWorks(t *testing.T) {
 	}
 
 	loaded, err := f.engine.Store.Load("c1")
-	if err != nil || loaded.Version != 1 || !loaded.Attachments[0].Added() || !loaded.Attachments[1].Added() {
-		t.Fatalf("format 1 record = %+v, %v; want both results back", loaded, err)
+	if err != nil || !loaded.Attachments[0].Added() || !loaded.Attachments[1].Added() {
+		t.Fatalf("earlier record = %+v, %v; want both results back", loaded, err)
 	}
 	if _, err := f.engine.Sandbox(podRef(pod)); !errors.Is(err, plugin.ErrNoSandbox) {
 		t.Errorf("Sandbox before Reindex = %v, want ErrNoSandbox (no index link yet)", err)
@@ -324,7 +322,7 @@ func TestFormat1RecordStillWorks(t *testing.T) {
 		t.Errorf("Reindex = %d, %v; want 1 link made", n, err)
 	}
 	if _, err := f.attach(pod, selection.Selection{Name: "hl2", Namespace: "team", Interface: "pod1"}); err != nil {
-		t.Fatalf("attach to a format 1 sandbox: %v", err)
+		t.Fatalf("attach to a sandbox an earlier plexus attached: %v", err)
 	}
 	f.mustDo(f.req("DEL", "c1", netns, pod))
 	f.assertClean(netns, "c1", "hl-net", "hl2")

@@ -25,17 +25,21 @@ func (s *Store) index(r *Record) {
 		return
 	}
 	link := s.indexPath(r.Pod.UID)
+	err := os.Symlink(r.ContainerID, link) // a new pod: one syscall
+	if errors.Is(err, os.ErrNotExist) {
+		if os.MkdirAll(s.podsDir(), 0o700) != nil {
+			return
+		}
+		err = os.Symlink(r.ContainerID, link)
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return
+	}
 	if target, err := os.Readlink(link); err == nil && target == r.ContainerID {
 		return
 	}
 	tmp := link + ".tmp." + r.ContainerID
-	if err := os.Symlink(r.ContainerID, tmp); errors.Is(err, os.ErrNotExist) {
-		if os.MkdirAll(s.podsDir(), 0o700) != nil {
-			return
-		}
-		err = os.Symlink(r.ContainerID, tmp)
-	}
-	if os.Rename(tmp, link) != nil {
+	if os.Symlink(r.ContainerID, tmp) != nil || os.Rename(tmp, link) != nil {
 		_ = os.Remove(tmp)
 	}
 }
@@ -92,8 +96,8 @@ func (s *Store) SandboxOf(pod PodRef) (*Record, error) {
 	return r, nil
 }
 
-// Reindex rebuilds the pod index from the records (those of format 1 have
-// no link, and a crash may lose one) and drops links to records that are
+// Reindex rebuilds the pod index from the records (an earlier plexus's
+// have no link, and a crash may lose one) and drops links to records that are
 // gone. When a pod has several records (a sandbox being replaced), the
 // newest wins. It returns how many links it made or removed.
 func (s *Store) Reindex() (int, error) {

@@ -1,9 +1,11 @@
 package record_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,5 +94,35 @@ func TestRewriteDropsTheResultsFile(t *testing.T) {
 	got, err := s.Load("c1")
 	if err != nil || !got.Attachments[0].Added() || got.Attachments[1].Added() {
 		t.Errorf("Load = %+v, %v; want eth0's result inline and the new pod1 without one", got, err)
+	}
+}
+
+// The results file keeps the positional list an earlier plexus reads, so
+// that a rollback still finds every result, hot-plugged ones included.
+func TestResultsFileReadableByAnEarlierPlexus(t *testing.T) {
+	s := newStore(t)
+	r := podRecord("c1", "uid-1", time.Now())
+	r.Attachments = append(r.Attachments, record.Attachment{Network: "ns1/a", IfName: "pod1", Config: []byte(`{}`)})
+	if err := s.Save(r); err != nil {
+		t.Fatal(err)
+	}
+	r.Attachments[0].Result = []byte(`{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}`)
+	r.Attachments[1].Result = []byte(`{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24"}]}`)
+	if err := s.Update(r); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(s.Dir, "c1.results"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var earlier struct {
+		ContainerID string `json:"containerID"`
+		Results     []struct {
+			Result json.RawMessage `json:"result"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(data, &earlier); err != nil || earlier.ContainerID != "c1" || len(earlier.Results) != 2 ||
+		!strings.Contains(string(earlier.Results[1].Result), "10.1.0.2") {
+		t.Errorf("results file as an earlier plexus reads it = %+v (%v), want both results by position", earlier, err)
 	}
 }

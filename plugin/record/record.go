@@ -20,11 +20,13 @@ import (
 )
 
 // FormatVersion is bumped whenever a change to Record would make an older
-// reader misread a newer file. 2: attachments are identified by interface
-// name (the results file is keyed by it, and hot-plug adds and removes
-// attachments of a live sandbox), and carry their origin. Records of
-// format 1 still load.
-const FormatVersion = 2
+// reader misread a newer file. Additions an older reader can ignore keep
+// it: attachments keyed by interface name, their origin and the pod index
+// came without a bump, and the results file still carries the positional
+// list beside the by-name map, so that a daemon or shim rolled back to an
+// earlier plexus still tears down every sandbox this one attached,
+// hot-plugged interfaces included.
+const FormatVersion = 1
 
 // Record is everything plexus did, or is about to do, for one sandbox.
 type Record struct {
@@ -211,8 +213,9 @@ func (s *Store) Save(r *Record) error {
 }
 
 // results is what Update writes beside a record: each attachment's result
-// and device-info, by interface name. Format 1 wrote them by position, in
-// Results; Load still reads that.
+// and device-info, by interface name, and by position in Results, which
+// is what earlier plexus versions wrote and read (Load reads ByIfName when
+// present).
 type results struct {
 	ContainerID string                   `json:"containerID"`
 	ByIfName    map[string]resultOfIndex `json:"byIfName,omitempty"`
@@ -232,10 +235,12 @@ func (s *Store) Update(r *Record) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
-	out := results{ContainerID: r.ContainerID, ByIfName: make(map[string]resultOfIndex, len(r.Attachments))}
+	out := results{ContainerID: r.ContainerID, ByIfName: make(map[string]resultOfIndex, len(r.Attachments)),
+		Results: make([]resultOfIndex, len(r.Attachments))}
 	for i := range r.Attachments {
 		a := &r.Attachments[i]
 		out.ByIfName[a.IfName] = resultOfIndex{Result: a.Result, DeviceInfo: a.DeviceInfo}
+		out.Results[i] = out.ByIfName[a.IfName]
 	}
 	data, err := json.Marshal(&out)
 	if err != nil {

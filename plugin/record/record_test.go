@@ -206,9 +206,8 @@ func TestLoadBadFile(t *testing.T) {
 		{"cut short", `{"version":1,"containerID":`, "partly written"},
 		{"empty", ``, "partly written"},
 		{"wrong type", `{"version":"one"}`, "corrupt"},
-		{"newer format", `{"version":3,"containerID":"c1","attachments":[]}`, "newer"},
-		{"current format", `{"version":2,"containerID":"c1","attachments":[]}`, ""},
-		{"format 1", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
+		{"newer format", `{"version":2,"containerID":"c1","attachments":[]}`, "newer"},
+		{"current format", `{"version":1,"containerID":"c1","attachments":[]}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
