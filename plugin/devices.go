@@ -40,7 +40,10 @@ type devicePool struct {
 	source      Devices
 	pod         *Pod
 	containerID string
-	free        map[string][]string
+	// used are devices the sandbox's attachments already hold (an attach
+	// to a live sandbox): never handed out.
+	used []string
+	free map[string][]string
 }
 
 // assign picks the device of one attachment: the selection's own deviceID
@@ -86,7 +89,7 @@ func (p *devicePool) load(ctx context.Context, key k8stypes.NamespacedName, reso
 	}
 	p.free = map[string][]string{}
 	for r, ids := range all {
-		p.free[r] = slices.Clone(ids)
+		p.free[r] = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return slices.Contains(p.used, id) })
 	}
 	return nil
 }

@@ -80,6 +80,7 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 		if err != nil {
 			return nil, err
 		}
+		att.Origin, att.InterfaceRequested = record.OriginSelection, sels[i].Interface != ""
 		rec.Attachments = append(rec.Attachments, *att)
 	}
 	return rec, nil
@@ -194,7 +195,7 @@ func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, args [
 			return nil, err
 		}
 		att := &record.Attachment{Network: key.String(), IfName: "net" + strconv.Itoa(i+1), Config: n.List.Bytes,
-			Args: args, CapabilityArgs: map[string]interface{}{}}
+			Args: args, CapabilityArgs: map[string]interface{}{}, Origin: record.OriginDefaultNetworks}
 		if err := e.deviceParts(ctx, key, n, resource, "", att, devices); err != nil {
 			return nil, err
 		}

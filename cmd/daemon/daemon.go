@@ -283,6 +283,14 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The pod index (pod → live sandbox, for hot-plug) is a cache of the
+	// records: records of an older plexus have no link, and a crash may
+	// have lost one.
+	if n, err := store.Reindex(); err != nil {
+		return nil, fmt.Errorf("pod index: %w", err)
+	} else if n > 0 {
+		log.Info("pod index rebuilt from the records", "links", n)
+	}
 	netStore, err := netstore.New(NetworksDir(o.StateDir))
 	if err != nil {
 		return nil, err

@@ -20,7 +20,12 @@ import (
 )
 
 // FormatVersion is bumped whenever a change to Record would make an older
-// reader misread a newer file.
+// reader misread a newer file. Additions an older reader can ignore keep
+// it: attachments keyed by interface name, their origin and the pod index
+// came without a bump, and the results file still carries the positional
+// list beside the by-name map, so that a daemon or shim rolled back to an
+// earlier plexus still tears down every sandbox this one attached,
+// hot-plugged interfaces included.
 const FormatVersion = 1
 
 // Record is everything plexus did, or is about to do, for one sandbox.
@@ -76,8 +81,11 @@ type Attachment struct {
 	Args           [][2]string            `json:"args,omitempty"`
 	CapabilityArgs map[string]interface{} `json:"capabilityArgs,omitempty"`
 	// DefaultRoute lists the gateways the pod's default route must use
-	// through this attachment, when the pod asked to move it here.
-	DefaultRoute []string `json:"defaultRoute,omitempty"`
+	// through this attachment, when the pod asked to move it here: null
+	// when it did not, [] for the gateways of the delegate's result (not
+	// omitted when empty, so that a live sandbox's attach still sees the
+	// claim).
+	DefaultRoute []string `json:"defaultRoute"`
 	// Result is the delegate's ADD result in the current CNI version;
 	// empty until the ADD succeeded.
 	Result json.RawMessage `json:"result,omitempty"`
@@ -183,6 +191,7 @@ func (s *Store) Save(r *Record) error {
 		if err != nil {
 			return fmt.Errorf("record %s: %w", r.ContainerID, err)
 		}
+		s.index(r)
 		return nil
 	}
 	if err != nil {
@@ -199,14 +208,18 @@ func (s *Store) Save(r *Record) error {
 		_ = os.Remove(s.path(r.ContainerID))
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
 	}
+	s.index(r)
 	return nil
 }
 
 // results is what Update writes beside a record: each attachment's result
-// and device-info, by position.
+// and device-info, by interface name, and by position in Results, which
+// is what earlier plexus versions wrote and read (Load reads ByIfName when
+// present).
 type results struct {
-	ContainerID string          `json:"containerID"`
-	Results     []resultOfIndex `json:"results"`
+	ContainerID string                   `json:"containerID"`
+	ByIfName    map[string]resultOfIndex `json:"byIfName,omitempty"`
+	Results     []resultOfIndex          `json:"results,omitempty"`
 }
 
 type resultOfIndex struct {
@@ -222,9 +235,12 @@ func (s *Store) Update(r *Record) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
-	out := results{ContainerID: r.ContainerID, Results: make([]resultOfIndex, len(r.Attachments))}
+	out := results{ContainerID: r.ContainerID, ByIfName: make(map[string]resultOfIndex, len(r.Attachments)),
+		Results: make([]resultOfIndex, len(r.Attachments))}
 	for i := range r.Attachments {
-		out.Results[i] = resultOfIndex{Result: r.Attachments[i].Result, DeviceInfo: r.Attachments[i].DeviceInfo}
+		a := &r.Attachments[i]
+		out.ByIfName[a.IfName] = resultOfIndex{Result: a.Result, DeviceInfo: a.DeviceInfo}
+		out.Results[i] = out.ByIfName[a.IfName]
 	}
 	data, err := json.Marshal(&out)
 	if err != nil {
@@ -290,24 +306,60 @@ func (s *Store) Load(id string) (*Record, error) {
 }
 
 // loadResults fills in the results Update wrote, if they are there, whole
-// and for this record; otherwise the record stays as Save wrote it.
+// and for this record, for the attachments the record itself holds none
+// of (Rewrite writes them inline); otherwise the record stays as written.
 func (s *Store) loadResults(r *Record) {
 	data, err := os.ReadFile(s.resultsPath(r.ContainerID))
 	if err != nil {
 		return
 	}
 	var res results
-	if json.Unmarshal(data, &res) != nil || res.ContainerID != r.ContainerID || len(res.Results) != len(r.Attachments) {
+	if json.Unmarshal(data, &res) != nil || res.ContainerID != r.ContainerID {
+		return
+	}
+	fill := func(a *Attachment, ri resultOfIndex) {
+		if len(ri.Result) > 0 && len(a.Result) == 0 {
+			a.Result = ri.Result
+		}
+		if len(ri.DeviceInfo) > 0 && len(a.DeviceInfo) == 0 {
+			a.DeviceInfo = ri.DeviceInfo
+		}
+	}
+	if res.ByIfName != nil {
+		for i := range r.Attachments {
+			if ri, ok := res.ByIfName[r.Attachments[i].IfName]; ok {
+				fill(&r.Attachments[i], ri)
+			}
+		}
+		return
+	}
+	if len(res.Results) != len(r.Attachments) {
 		return
 	}
 	for i, ri := range res.Results {
-		if len(ri.Result) > 0 {
-			r.Attachments[i].Result = ri.Result
-		}
-		if len(ri.DeviceInfo) > 0 {
-			r.Attachments[i].DeviceInfo = ri.DeviceInfo
-		}
+		fill(&r.Attachments[i], ri)
 	}
+}
+
+// Rewrite replaces a saved record whole and durably, with its results
+// inline (the results file goes): for a live sandbox whose attachments
+// change (hot-plug). The caller holds the sandbox's lock.
+func (s *Store) Rewrite(r *Record) error {
+	if err := CheckContainerID(r.ContainerID); err != nil {
+		return err
+	}
+	r.Version = FormatVersion
+	data, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	if err := writeFile(s.path(r.ContainerID), data, 0o600, true); err != nil {
+		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	if err := os.Remove(s.resultsPath(r.ContainerID)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("record %s: results: %w", r.ContainerID, err)
+	}
+	return nil
 }
 
 // Remove deletes a record once its sandbox is torn down, and leaves a
@@ -322,6 +374,7 @@ func (s *Store) Remove(id string) error {
 	if err := os.Remove(s.resultsPath(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: results: %w", id, err)
 	}
+	s.unindex(id)
 	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: %w", id, err)
 	}

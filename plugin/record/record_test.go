@@ -181,9 +181,12 @@ func TestSaveLeavesNoTempFiles(t *testing.T) {
 	for _, e := range entries {
 		names = append(names, e.Name())
 	}
-	want := []string{hexID + ".json", "locks"}
+	want := []string{hexID + ".json", "locks", "pods"}
 	if !reflect.DeepEqual(names, want) {
 		t.Errorf("store holds %q, want %q", names, want)
+	}
+	if links, _ := os.ReadDir(filepath.Join(s.Dir, "pods")); len(links) != 1 {
+		t.Errorf("pod index holds %v, want one link", links)
 	}
 	fi, err := os.Stat(filepath.Join(s.Dir, hexID+".json"))
 	if err != nil {
@@ -431,9 +434,12 @@ func TestUpdateWritesResultsBesideTheRecord(t *testing.T) {
 	}
 	entries, _ := os.ReadDir(s.Dir)
 	for _, e := range entries {
-		if e.Name() != "locks" && e.Name() != hexID+".gone" {
+		if e.Name() != "locks" && e.Name() != "pods" && e.Name() != hexID+".gone" {
 			t.Errorf("%s left after Remove", e.Name())
 		}
+	}
+	if links, _ := os.ReadDir(filepath.Join(s.Dir, "pods")); len(links) != 0 {
+		t.Errorf("pod index links left after Remove: %v", links)
 	}
 }
 
