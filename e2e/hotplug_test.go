@@ -259,6 +259,7 @@ var _ = Describe("Hotplug on a KubeVirt-shaped pod", Serial, func() {
 		Expect(s.Mac).To(Equal("02:00:00:14:04:07"))
 		links := podLinks(ctx, pod)
 		Expect(links[hpIfRed]).To(Equal(podLink{MAC: "02:00:00:14:04:07", Addrs: []string{"10.144.0.7"}}))
+		deleteAll(ctx, []*corev1.Pod{pod})
 	})
 
 	It("refuses an element without an interface name: a Warning, and no change", func(ctx SpecContext) {
@@ -281,6 +282,7 @@ var _ = Describe("Hotplug on a KubeVirt-shaped pod", Serial, func() {
 		waitStatus(ctx, pod, start, def, ns+"/blue@"+hpIfBlue)
 		Expect(podLinks(ctx, pod)).To(Equal(linksBefore))
 		Expect(recordIfnames(string(pod.UID))).To(ConsistOf("eth0", hpIfBlue))
+		deleteAll(ctx, []*corev1.Pod{pod})
 	})
 
 	It("warns a host-network pod, and does nothing else", func(ctx SpecContext) {
@@ -327,6 +329,7 @@ var _ = Describe("Hotplug on a KubeVirt-shaped pod", Serial, func() {
 		added := waitEventsWith(ctx, pod, "AddedInterface", hpIfGreen)
 		Expect(added).To(HaveLen(1))
 		Expect(added[0].Count).To(BeNumerically("<=", 1), "green announced once")
+		deleteAll(ctx, []*corev1.Pod{pod})
 	})
 
 	It("leaves nothing when pods are deleted during a hot-plug", func(ctx SpecContext) {
