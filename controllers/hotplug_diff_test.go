@@ -72,7 +72,7 @@ func TestPlanHotplugMatchesByNetworkAndInterface(t *testing.T) {
 			rec: sandbox(att("kube-system/sidecar", "net1", record.OriginDefaultNetworks, false),
 				att("team/blue", "dnc0", record.OriginDelegateAPI, true))},
 		{name: "unnamed elements kept", annotation: "blue, blue, green@data0",
-			rec: sandbox(att("team/blue", "net1", record.OriginSelection, false), att("team/blue", "net2", record.OriginSelection, false)),
+			rec:    sandbox(att("team/blue", "net1", record.OriginSelection, false), att("team/blue", "net2", record.OriginSelection, false)),
 			attach: []string{"team/green@data0"}},
 		{name: "unnamed element added: refused", annotation: "blue, green",
 			rec:     sandbox(att("team/blue", "net1", record.OriginSelection, false)),
