@@ -168,6 +168,17 @@ func waitEventsWith(ctx context.Context, pod *corev1.Pod, reason, substring stri
 	return found
 }
 
+// daemonRestarts is how often kubelet restarted the daemon's container.
+func daemonRestarts(g Gomega, ctx context.Context) int32 {
+	for _, cs := range daemonPod(g, ctx).Status.ContainerStatuses {
+		if cs.Name == "plexus" {
+			return cs.RestartCount
+		}
+	}
+	g.Expect("no container status").To(BeEmpty(), "the daemon pod has no plexus container")
+	return 0
+}
+
 // KubeVirt's interface names: "pod" and 11 hex characters.
 const (
 	hpIfBlue  = "pod16477688c0e"
@@ -311,13 +322,17 @@ var _ = Describe("Hotplug on a KubeVirt-shaped pod", Serial, func() {
 
 		// Stopped, the daemon sees the change but cannot act on it; then
 		// it dies, and kubelet starts its container again.
-		pid := daemonPid(ctx)
+		pid, restarts := daemonPid(ctx), daemonRestarts(Default, ctx)
 		signal(pid, syscall.SIGSTOP)
 		DeferCleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 		start := setNetworks(ctx, pod, vmNetworks(vmElement{Name: "blue", Namespace: ns, Interface: hpIfBlue}, vmElement{Name: "green", Namespace: ns, Interface: hpIfGreen}))
 		time.Sleep(500 * time.Millisecond) // the watch event reaches the stopped daemon's socket
 		signal(pid, syscall.SIGKILL)
-		waitDaemonReady(ctx)
+		Eventually(func(g Gomega) {
+			g.Expect(daemonRestarts(g, ctx)).To(BeNumerically(">", restarts), "the daemon's container restarted")
+			g.Expect(podReady(daemonPod(g, ctx))).To(BeTrue(), "the daemon Ready again")
+		}).WithContext(ctx).WithTimeout(2 * time.Minute).Should(Succeed())
+		Expect(daemonPid(ctx)).NotTo(Equal(pid))
 		took, _ := waitStatus(ctx, pod, start, def, ns+"/blue@"+hpIfBlue, ns+"/green@"+hpIfGreen)
 		By(fmt.Sprintf("green attached %s after the annotation changed, the daemon killed meanwhile", took))
 		Expect(podLinks(ctx, pod)).To(HaveKey(hpIfGreen))
