@@ -215,7 +215,7 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	ref := record.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
 	if pod.Spec.HostNetwork {
 		if strings.TrimSpace(value) != "" {
-			h.warnOnce(ref, "host-network:"+value, fmt.Sprintf(
+			h.warnOnce(ref, "host-network", fmt.Sprintf(
 				"pod %s/%s runs in the node's network namespace (spec.hostNetwork: true): the networks of its annotation %s cannot be attached "+
 					"or hot-plugged; remove the annotation, or run the pod without hostNetwork", pod.Namespace, pod.Name, selection.NetworksAnnotation))
 		}
@@ -229,9 +229,10 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		return ctrl.Result{}, err
 	}
 	for i := range rec.Attachments {
-		if a := &rec.Attachments[i]; !a.Added() && a.Origin != record.OriginHotplug {
+		if a := &rec.Attachments[i]; !a.Added() && a.Origin != record.OriginHotplug && a.Origin != record.OriginDelegateAPI {
 			// The sandbox's ADD is still running (an attach cut short by a
-			// daemon restart is the engine's to redo, and not waited for).
+			// daemon restart is the engine's to redo or undo, and not
+			// waited for).
 			return ctrl.Result{RequeueAfter: hotplugAddInFlight}, nil
 		}
 	}
