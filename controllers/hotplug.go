@@ -120,7 +120,6 @@ func (h *Hotplug) SetupWithManager(mgr ctrl.Manager) error {
 	for _, n := range h.DefaultNetworks {
 		h.defaults[n.String()] = true
 	}
-	h.warned = map[k8stypes.UID]map[string]bool{}
 	return ctrl.NewControllerManagedBy(mgr).Named("hotplug").
 		For(&corev1.Pod{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(event.CreateEvent) bool { return true },
@@ -310,6 +309,9 @@ func (h *Hotplug) event(pod record.PodRef, eventType, reason, message string) {
 // its status, and the same Warning each time would be noise.
 func (h *Hotplug) warnOnce(pod record.PodRef, key, message string) {
 	h.mu.Lock()
+	if h.warned == nil {
+		h.warned = map[k8stypes.UID]map[string]bool{}
+	}
 	uid := k8stypes.UID(pod.UID)
 	seen := h.warned[uid]
 	if seen == nil {
