@@ -25,17 +25,21 @@ func (s *Store) index(r *Record) {
 		return
 	}
 	link := s.indexPath(r.Pod.UID)
+	err := os.Symlink(r.ContainerID, link) // a new pod: one syscall
+	if errors.Is(err, os.ErrNotExist) {
+		if os.MkdirAll(s.podsDir(), 0o700) != nil {
+			return
+		}
+		err = os.Symlink(r.ContainerID, link)
+	}
+	if !errors.Is(err, os.ErrExist) {
+		return
+	}
 	if target, err := os.Readlink(link); err == nil && target == r.ContainerID {
 		return
 	}
 	tmp := link + ".tmp." + r.ContainerID
-	if err := os.Symlink(r.ContainerID, tmp); errors.Is(err, os.ErrNotExist) {
-		if os.MkdirAll(s.podsDir(), 0o700) != nil {
-			return
-		}
-		err = os.Symlink(r.ContainerID, tmp)
-	}
-	if os.Rename(tmp, link) != nil {
+	if os.Symlink(r.ContainerID, tmp) != nil || os.Rename(tmp, link) != nil {
 		_ = os.Remove(tmp)
 	}
 }
