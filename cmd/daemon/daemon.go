@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,8 +119,14 @@ type Options struct {
 	// that ask for networks but that plexus never attached (see
 	// controllers.BypassedPods); they are checked at start too.
 	BypassCheckEvery time.Duration
-	MetricsAddr      string
-	ProbeAddr        string
+	// HotplugMode says who acts when a running pod's networks annotation
+	// changes (--hotplug, chart value hotplug.mode): controllers.HotplugBuiltin
+	// (the default; the daemon's own controller), HotplugDelegateAPI (the
+	// dynamic networks controller, through the delegate API) or HotplugOff.
+	// Empty is builtin.
+	HotplugMode string
+	MetricsAddr string
+	ProbeAddr   string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -145,6 +152,7 @@ func Defaults() Options {
 		SystemNamespaces:        []string{"kube-system"},
 		DefaultNetworkNamespace: "kube-system",
 		AddedInterfaceEvents:    true,
+		HotplugMode:             controllers.HotplugBuiltin,
 	}
 }
 
@@ -219,6 +227,10 @@ type Daemon struct {
 	NodeStatus *controllers.StatusReconciler
 	Owner      *controllers.Owner
 	Bypassed   *controllers.BypassedPods
+	// Hotplug is the built-in hot-plug controller; nil in other modes.
+	Hotplug *controllers.Hotplug
+	// HotplugActivity counts hot-plug activity for the node's status.
+	HotplugActivity *controllers.HotplugActivity
 
 	sweepEvery time.Duration
 }
@@ -238,6 +250,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	delegates, runtimeDelegates := cnis[0], cnis[1]
 	defaultNetworks, err := ParseDefaultNetworks(o.DefaultNetworks, o.DefaultNetworkNamespace)
+	if err != nil {
+		return nil, err
+	}
+	hotplugMode, err := ParseHotplugMode(o.HotplugMode)
 	if err != nil {
 		return nil, err
 	}
@@ -332,10 +348,21 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
+	activity := &controllers.HotplugActivity{Mode: hotplugMode, OnChange: nodeStatus.Poke}
+	nodeStatus.Hotplug = activity
 	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Events: events, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
-		Bypassed: bypassed, sweepEvery: o.SweepEvery}
+		Bypassed: bypassed, HotplugActivity: activity, sweepEvery: o.SweepEvery}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if hotplugMode == controllers.HotplugBuiltin {
+		// The pod cache holds this node's pods only, so the controller
+		// sees no other node's.
+		d.Hotplug = &controllers.Hotplug{Reader: mgr.GetCache(), Engine: engine, Events: events,
+			DefaultNetworks: defaultNetworks, Activity: activity, Log: log.WithName("hotplug")}
+		if err := d.Hotplug.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -389,6 +416,20 @@ func ParseDefaultNetworks(list []string, home string) ([]k8stypes.NamespacedName
 		out = append(out, k8stypes.NamespacedName{Namespace: ns, Name: name})
 	}
 	return out, nil
+}
+
+// ParseHotplugMode reads --hotplug: one of controllers.HotplugModes, ""
+// being the default (builtin).
+func ParseHotplugMode(mode string) (string, error) {
+	if mode == "" {
+		return controllers.HotplugBuiltin, nil
+	}
+	if slices.Contains(controllers.HotplugModes, mode) {
+		return mode, nil
+	}
+	return "", fmt.Errorf("--hotplug (chart value hotplug.mode) %q: want one of %s: builtin, the daemon hot-plugs itself; "+
+		"delegate-api, the dynamic networks controller does, through plexus's delegate API; off, running pods keep their networks",
+		mode, strings.Join(controllers.HotplugModes, ", "))
 }
 
 // NetworksDir is where the node's rendered definitions are.

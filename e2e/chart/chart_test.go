@@ -140,6 +140,7 @@ func TestInvalidValues(t *testing.T) {
 		{"default network with two slashes", []string{"--set", "defaultNetworks={a/b/c}"}, `defaultNetworks[0] is "a/b/c": want "name"`},
 		{"default network not a DNS name", []string{"--set", "defaultNetworks={infra/storage,UPPER}"}, `defaultNetworks[1] is "UPPER": want "name"`},
 		{"default network with an empty namespace", []string{"--set", "defaultNetworks={/storage}"}, `defaultNetworks[0] is "/storage"`},
+		{"unknown hotplug mode", []string{"--set", "hotplug.mode=auto"}, `hotplug.mode must be builtin, delegate-api or off, not "auto"`},
 		{"same ports", []string{"--set", "metrics.port=9092"}, "metrics.port must be 0 (off) or a port number other than health.port"},
 		{"service without metrics", []string{"--set", "metrics.port=0", "--set", "metrics.service.enabled=true"}, "metrics.service.enabled needs metrics.port"},
 		{"no repository", []string{"--set", "image.repository="}, "image.repository must be set"},
