@@ -58,12 +58,13 @@ func main() {
 		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
 	flag.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
 		"rename leftover meta-plugin configs (Multus's, its plugin binary gone) in the conf dir to <name>"+controllers.SetAsideSuffix+", so that the runtime no longer reads them; false only reports them (the node is not Ready)")
-	flag.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,
-		"who adds and removes interfaces of running pods when their networks annotation changes: builtin (plexus), delegate-api (the dynamic networks controller, through Multus's delegate API on --delegate-api-socket) or off")
 	flag.StringVar(&o.DelegateAPISocket, "delegate-api-socket", o.DelegateAPISocket,
 		"in --hotplug=delegate-api mode, the node path of the unix socket the dynamic networks controller calls (its multusSocketPath)")
 	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
+	flag.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,
+		"who acts when a running pod's networks annotation changes: builtin (the daemon attaches and detaches), "+
+			"delegate-api (the dynamic networks controller, through plexus's delegate API), or off")
 	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
 	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
@@ -88,7 +89,7 @@ func main() {
 	}
 	log.Info("starting", "node", o.NodeName, "socket", o.SocketPath, "stateDir", o.StateDir,
 		"confDir", o.CNIConfDir, "binDir", o.CNIBinDir, "namespaceIsolation", o.IsolateNamespaces,
-		"globalNamespaces", o.GlobalNamespaces)
+		"globalNamespaces", o.GlobalNamespaces, "hotplug", o.HotplugMode)
 	if err := d.Manager.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "daemon stopped")
 		os.Exit(1)

@@ -44,6 +44,8 @@ type StatusReconciler struct {
 	Records  *record.Store
 	// Bypassed, if set, gives the pods plexus never attached.
 	Bypassed *BypassedPods
+	// Hotplug, if set, gives the node's hot-plug activity.
+	Hotplug *HotplugActivity
 	// Recorder sends the Event of a restored node conflist, on the
 	// node's NodeNetworkStatus.
 	Recorder events.EventRecorder
@@ -202,6 +204,10 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 	st.Rejected, st.Warnings, st.MissingPlugins = nets.RejectedList, nets.Warnings, nets.MissingPlugins
 	if recs, err := readRecords(r.Records); err == nil {
 		st.Attachments, st.TeardownsPending = int32(recs.sandboxes), int32(recs.failed)
+	}
+	st.Hotplug = nil
+	if r.Hotplug != nil {
+		st.Hotplug = r.Hotplug.Status()
 	}
 	st.BypassedPods, st.Bypassed = 0, nil
 	if r.Bypassed != nil {

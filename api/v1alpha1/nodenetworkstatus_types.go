@@ -78,6 +78,41 @@ type BypassedPod struct {
 	DefaultNetwork string `json:"defaultNetwork,omitempty"`
 }
 
+// HotplugStatus is the node's hot-plug activity since its daemon started:
+// attachments added to and removed from running pods because their
+// k8s.v1.cni.cncf.io/networks annotation changed.
+type HotplugStatus struct {
+	// Mode is the daemon's hot-plug mode (--hotplug): builtin, the
+	// daemon's own controller; delegate-api, the dynamic networks
+	// controller through plexus's delegate API; off.
+	Mode string `json:"mode"`
+	// Added counts the attachments hot-plugged.
+	Added int64 `json:"added"`
+	// Removed counts the attachments hot-unplugged.
+	Removed int64 `json:"removed"`
+	// Failures counts the attaches and detaches that failed (each retry
+	// that fails counts again). Each also gets a Warning Event on its pod,
+	// reason HotplugFailed.
+	Failures int64 `json:"failures"`
+	// LastFailure is the latest failure.
+	// +optional
+	LastFailure *HotplugFailure `json:"lastFailure,omitempty"`
+}
+
+// HotplugFailure is one failed attach or detach of a running pod.
+type HotplugFailure struct {
+	// Pod is "namespace/name".
+	Pod string `json:"pod"`
+	// Network is the network's "namespace/name".
+	Network string `json:"network"`
+	// Interface is the interface name in the pod.
+	Interface string `json:"interface"`
+	// Message says what failed and why (at most 1024 characters).
+	Message string `json:"message"`
+	// Time is when it failed.
+	Time metav1.Time `json:"time"`
+}
+
 // NodeNetworkStatusStatus is what the node's daemon sees.
 type NodeNetworkStatusStatus struct {
 	// DefaultNetwork is the node's default network, if one was found.
@@ -132,6 +167,10 @@ type NodeNetworkStatusStatus struct {
 	// +optional
 	// +listType=atomic
 	Bypassed []BypassedPod `json:"bypassed,omitempty"`
+
+	// Hotplug is the node's hot-plug activity since its daemon started.
+	// +optional
+	Hotplug *HotplugStatus `json:"hotplug,omitempty"`
 
 	// MissingPlugins lists plugin types that definitions name but the
 	// node's CNI bin dir lacks.

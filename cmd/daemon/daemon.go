@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,14 +120,12 @@ type Options struct {
 	// that ask for networks but that plexus never attached (see
 	// controllers.BypassedPods); they are checked at start too.
 	BypassCheckEvery time.Duration
-	MetricsAddr      string
-	ProbeAddr        string
-
-	// HotplugMode says who adds and removes interfaces of running pods:
-	// HotplugBuiltin (the daemon's own controller, the default),
-	// HotplugDelegateAPI (the dynamic networks controller, through the
-	// delegate API on DelegateAPISocket) or HotplugOff. Never two at once:
-	// in delegate-api mode the builtin controller is off, and in the
+	// HotplugMode says who acts when a running pod's networks annotation
+	// changes (--hotplug, chart value hotplug.mode): controllers.HotplugBuiltin
+	// (the default; the daemon's own controller), HotplugDelegateAPI (the
+	// dynamic networks controller, through the delegate API on
+	// DelegateAPISocket) or HotplugOff. Empty is builtin. Never two at
+	// once: in delegate-api mode the builtin controller is off, and in the
 	// others the socket is not served.
 	HotplugMode string
 	// DelegateAPISocket is where the delegate API is served in
@@ -134,14 +133,9 @@ type Options struct {
 	// the same path), by default Multus's, where the dynamic networks
 	// controller looks.
 	DelegateAPISocket string
+	MetricsAddr       string
+	ProbeAddr         string
 }
-
-// Hot-plug modes (Options.HotplugMode, --hotplug, chart value hotplug.mode).
-const (
-	HotplugBuiltin     = "builtin"
-	HotplugDelegateAPI = "delegate-api"
-	HotplugOff         = "off"
-)
 
 // Defaults are the values a node gets when nothing is configured.
 func Defaults() Options {
@@ -166,26 +160,17 @@ func Defaults() Options {
 		SystemNamespaces:        []string{"kube-system"},
 		DefaultNetworkNamespace: "kube-system",
 		AddedInterfaceEvents:    true,
-
-		HotplugMode:       HotplugBuiltin,
-		DelegateAPISocket: delegateapi.DefaultSocket,
+		HotplugMode:             controllers.HotplugBuiltin,
+		DelegateAPISocket:       delegateapi.DefaultSocket,
 	}
 }
 
-// checkHotplug validates HotplugMode and, in delegate-api mode, the
-// socket path.
-func checkHotplug(o Options) error {
-	switch o.HotplugMode {
-	case HotplugBuiltin, HotplugOff, "":
-		return nil
-	case HotplugDelegateAPI:
-		if !filepath.IsAbs(o.DelegateAPISocket) {
-			return fmt.Errorf("--delegate-api-socket (chart value hotplug.delegateAPISocket) %q: want an absolute path on the node, by default Multus's %s", o.DelegateAPISocket, delegateapi.DefaultSocket)
-		}
-		return nil
+// checkDelegateAPISocket validates the socket path in delegate-api mode.
+func checkDelegateAPISocket(o Options) error {
+	if o.HotplugMode == controllers.HotplugDelegateAPI && !filepath.IsAbs(o.DelegateAPISocket) {
+		return fmt.Errorf("--delegate-api-socket (chart value hotplug.delegateAPISocket) %q: want an absolute path on the node, by default Multus's %s", o.DelegateAPISocket, delegateapi.DefaultSocket)
 	}
-	return fmt.Errorf("--hotplug (chart value hotplug.mode) %q: want %s (plexus adds and removes the interfaces of running pods), %s (the dynamic networks controller does, through the delegate API) or %s",
-		o.HotplugMode, HotplugBuiltin, HotplugDelegateAPI, HotplugOff)
+	return nil
 }
 
 // delegateCNIs are the libcni configs the engine runs delegates with, one
@@ -259,6 +244,10 @@ type Daemon struct {
 	NodeStatus *controllers.StatusReconciler
 	Owner      *controllers.Owner
 	Bypassed   *controllers.BypassedPods
+	// Hotplug is the built-in hot-plug controller; nil in other modes.
+	Hotplug *controllers.Hotplug
+	// HotplugActivity counts hot-plug activity for the node's status.
+	HotplugActivity *controllers.HotplugActivity
 	// DelegateAPI serves the dynamic networks controller in delegate-api
 	// mode; nil otherwise.
 	DelegateAPI *delegateapi.Server
@@ -271,7 +260,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
 	}
-	if err := checkHotplug(o); err != nil {
+	if err := checkDelegateAPISocket(o); err != nil {
 		return nil, err
 	}
 	multusDir, err := multusCacheDir(o)
@@ -284,6 +273,10 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	delegates, runtimeDelegates := cnis[0], cnis[1]
 	defaultNetworks, err := ParseDefaultNetworks(o.DefaultNetworks, o.DefaultNetworkNamespace)
+	if err != nil {
+		return nil, err
+	}
+	hotplugMode, err := ParseHotplugMode(o.HotplugMode)
 	if err != nil {
 		return nil, err
 	}
@@ -379,10 +372,21 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }
+	activity := &controllers.HotplugActivity{Mode: hotplugMode, OnChange: nodeStatus.Poke}
+	nodeStatus.Hotplug = activity
 	d := &Daemon{Manager: mgr, Engine: engine, Server: server, Status: status, Events: events, Node: node, Networks: networks, NodeStatus: nodeStatus, Owner: owner,
-		Bypassed: bypassed, sweepEvery: o.SweepEvery}
+		Bypassed: bypassed, HotplugActivity: activity, sweepEvery: o.SweepEvery}
 	if err := networks.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if hotplugMode == controllers.HotplugBuiltin {
+		// The pod cache holds this node's pods only, so the controller
+		// sees no other node's.
+		d.Hotplug = &controllers.Hotplug{Reader: mgr.GetCache(), Engine: engine, Events: events,
+			DefaultNetworks: defaultNetworks, Activity: activity, Log: log.WithName("hotplug")}
+		if err := d.Hotplug.SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	if err := nodeStatus.SetupWithManager(mgr); err != nil {
 		return nil, err
@@ -407,7 +411,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		"node-config": func(*http.Request) error { return node.Ready() },
 		"caches":      cacheSynced(mgr),
 	}
-	if o.HotplugMode == HotplugDelegateAPI {
+	if hotplugMode == controllers.HotplugDelegateAPI {
 		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
 			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Log: log.WithName("delegateapi")}
 		if err := mgr.Add(d.DelegateAPI); err != nil {
@@ -445,6 +449,20 @@ func ParseDefaultNetworks(list []string, home string) ([]k8stypes.NamespacedName
 		out = append(out, k8stypes.NamespacedName{Namespace: ns, Name: name})
 	}
 	return out, nil
+}
+
+// ParseHotplugMode reads --hotplug: one of controllers.HotplugModes, ""
+// being the default (builtin).
+func ParseHotplugMode(mode string) (string, error) {
+	if mode == "" {
+		return controllers.HotplugBuiltin, nil
+	}
+	if slices.Contains(controllers.HotplugModes, mode) {
+		return mode, nil
+	}
+	return "", fmt.Errorf("--hotplug (chart value hotplug.mode) %q: want one of %s: builtin, the daemon hot-plugs itself; "+
+		"delegate-api, the dynamic networks controller does, through plexus's delegate API; off, running pods keep their networks",
+		mode, strings.Join(controllers.HotplugModes, ", "))
 }
 
 // NetworksDir is where the node's rendered definitions are.

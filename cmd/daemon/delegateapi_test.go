@@ -23,7 +23,7 @@ import (
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -116,7 +116,7 @@ func (c *dynClient) add(body map[string]interface{}) *current.Result {
 // withDelegateAPI runs the daemon in delegate-api mode, its socket in the
 // test's dir.
 func withDelegateAPI(f *fixture) {
-	f.opts.HotplugMode = daemon.HotplugDelegateAPI
+	f.opts.HotplugMode = controllers.HotplugDelegateAPI
 	f.opts.DelegateAPISocket = filepath.Join(f.dir, "run", "multus", "multus.sock")
 }
 
@@ -331,7 +331,7 @@ func TestDelegateAPISocketIsRootOnlyAndOnlyServedInItsMode(t *testing.T) {
 		t.Fatalf("GET /healthz: %d", code)
 	}
 
-	for _, mode := range []string{daemon.HotplugBuiltin, daemon.HotplugOff} {
+	for _, mode := range []string{controllers.HotplugBuiltin, controllers.HotplugOff} {
 		g := newFixture(t, withDelegateAPI, func(g *fixture) { g.opts.HotplugMode = mode })
 		if g.daemon.DelegateAPI != nil {
 			t.Errorf("mode %s: the delegate API server is built", mode)

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/controllers/delegateapi"
 )
@@ -111,8 +112,8 @@ func TestSameDelegateAPIDaemonAsConfig(t *testing.T) {
 	configObjs.mustDecode(t, "DaemonSet", namespace, "plexus", &config)
 	chartSettings := settings(t, chartObjs, &chart)
 	sameSettings(t, chartSettings, settings(t, configObjs, &config))
-	if chartSettings["--hotplug"] != daemon.HotplugDelegateAPI || chartSettings["--delegate-api-socket"] != delegateapi.DefaultSocket {
-		t.Errorf("chart settings %v: want --hotplug=%s --delegate-api-socket=%s", chartSettings, daemon.HotplugDelegateAPI, delegateapi.DefaultSocket)
+	if chartSettings["--hotplug"] != controllers.HotplugDelegateAPI || chartSettings["--delegate-api-socket"] != delegateapi.DefaultSocket {
+		t.Errorf("chart settings %v: want --hotplug=%s --delegate-api-socket=%s", chartSettings, controllers.HotplugDelegateAPI, delegateapi.DefaultSocket)
 	}
 	cc, kc := container(t, &chart), container(t, &config)
 	// kustomize's patch puts its items first: compare them in name order.

@@ -88,6 +88,7 @@ func TestCustomValues(t *testing.T) {
 		"--zap-log-level":             "debug",
 		"--set-aside-leftovers":       "false",
 		"--added-interface-events":    "false",
+		"--hotplug":                   "off",
 		"--operation-timeout":         "1m",
 		"--metrics-bind-address":      ":19091",
 		"--health-probe-bind-address": ":19092",
