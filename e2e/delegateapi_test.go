@@ -15,7 +15,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/e2e/cluster"
 )
 
@@ -147,6 +149,16 @@ var _ = Describe("The delegate-api mode", Ordered, Serial, func() {
 		Expect(podExec(ctx, pod, "ip", "-o", "link")).NotTo(ContainSubstring(ifname))
 		Expect(recordedInterfaces(pod)).NotTo(ContainElement(ifname))
 		Expect(allocations()).NotTo(HaveKey(hot + "/" + addr))
+
+		// The node's status shows the mode and what the API did.
+		Eventually(func(g Gomega) {
+			nns := &v1alpha1.NodeNetworkStatus{}
+			g.Expect(k8s.Get(ctx, client.ObjectKey{Name: cluster.NodeName}, nns)).To(Succeed())
+			g.Expect(nns.Status.Hotplug).NotTo(BeNil())
+			g.Expect(nns.Status.Hotplug.Mode).To(Equal("delegate-api"))
+			g.Expect(nns.Status.Hotplug.Added).To(BeNumerically(">=", 1))
+			g.Expect(nns.Status.Hotplug.Removed).To(BeNumerically(">=", 1))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(Succeed())
 
 		// Added again, then the pod goes: its own DEL releases it.
 		code, out = delegateCall(ctx, delegateRequest("ADD", id, netns, ifname, pod, hotConfig, nil))

@@ -413,7 +413,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	if hotplugMode == controllers.HotplugDelegateAPI {
 		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
-			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Log: log.WithName("delegateapi")}
+			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Activity: activity, Log: log.WithName("delegateapi")}
 		if err := mgr.Add(d.DelegateAPI); err != nil {
 			return nil, err
 		}

@@ -219,6 +219,11 @@ func TestDelegateAPIAddsAndRemovesAnInterfaceOfARunningPod(t *testing.T) {
 	if code, out := c.post(delegateBody("DEL", "c1", netns.Path(), ifname, pod, nadConfig(t, "hot", spec), nil)); code != http.StatusOK {
 		t.Errorf("second DEL: %d %s", code, out)
 	}
+	// The node's NodeNetworkStatus counts what the API did: the repeated
+	// ADD and DEL changed nothing, so count nothing.
+	if st := f.daemon.HotplugActivity.Status(); st.Mode != controllers.HotplugDelegateAPI || st.Added != 1 || st.Removed != 1 || st.Failures != 0 {
+		t.Errorf("hot-plug activity %+v: want mode delegate-api, 1 added, 1 removed, no failure", st)
+	}
 	if links := plugintest.Links(t, netns); !slices.Equal(links, []string{"eth0", "lo"}) && !slices.Equal(links, []string{"lo", "eth0"}) {
 		t.Errorf("links after DEL: %v, want lo and eth0", links)
 	}

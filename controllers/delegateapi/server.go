@@ -81,6 +81,15 @@ type Engine interface {
 	Sandbox(pod record.PodRef) (*record.Record, error)
 }
 
+// Activity counts what the API did, for the node's NodeNetworkStatus
+// (controllers.HotplugActivity): attachments added and removed, and the
+// adds and removes that failed (not the requests refused as bad).
+type Activity interface {
+	Added()
+	Removed()
+	Failed(pod, network, ifname, message string)
+}
+
 // Server is a controller-runtime Runnable serving the delegate API.
 type Server struct {
 	Engine Engine
@@ -98,6 +107,9 @@ type Server struct {
 	// "namespace/name" of the pod's networks annotation element on the
 	// interface. Nil, or no such element, takes the config's name.
 	Pods, Live client.Reader
+	// Activity, if set, is told of each attachment added or removed and
+	// of each that failed.
+	Activity Activity
 
 	listening atomic.Bool
 }
@@ -330,7 +342,8 @@ func (s *Server) add(ctx context.Context, c *call) ([]byte, *httpError) {
 			"pod %s (uid %s, from env.CNI_ARGS) has no live sandbox on this node, so env.CNI_CONTAINERID %s is unknown: the pod is not running here, not started yet, or being torn down",
 			podName(c.pod), c.pod.UID, c.containerID)}
 	}
-	if _, herr := held(rec, c); herr != nil {
+	a, herr := held(rec, c)
+	if herr != nil {
 		return nil, herr
 	}
 	res, err := s.Engine.Attach(ctx, &plugin.AttachRequest{
@@ -339,7 +352,12 @@ func (s *Server) add(ctx context.Context, c *call) ([]byte, *httpError) {
 		Origin: record.OriginDelegateAPI, KeepStatus: true,
 	})
 	if err != nil {
-		return nil, failed(ctx, c, err)
+		herr := failed(ctx, c, err)
+		s.failed(c, herr)
+		return nil, herr
+	}
+	if a == nil && s.Activity != nil {
+		s.Activity.Added()
 	}
 	versioned, err := res.GetAsVersion("1.0.0")
 	if err != nil {
@@ -394,9 +412,20 @@ func (s *Server) del(ctx context.Context, c *call) *httpError {
 		return herr
 	}
 	if err := s.Engine.Detach(ctx, c.containerID, c.ifName, true); err != nil {
-		return failed(ctx, c, err)
+		herr := failed(ctx, c, err)
+		s.failed(c, herr)
+		return herr
+	}
+	if s.Activity != nil {
+		s.Activity.Removed()
 	}
 	return nil
+}
+
+func (s *Server) failed(c *call, herr *httpError) {
+	if s.Activity != nil {
+		s.Activity.Failed(podName(c.pod), c.configName, c.ifName, herr.msg)
+	}
 }
 
 // failed maps the core's error to a status.
