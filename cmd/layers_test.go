@@ -25,7 +25,7 @@ type layer struct {
 var layers = []layer{
 	{"core", []string{"plugin/..."}},
 	{"api", []string{"api/..."}},
-	{"adapters", []string{"controllers/kube", "controllers/cniserver"}},
+	{"adapters", []string{"controllers/kube", "controllers/cniserver", "controllers/delegateapi"}},
 	{"controllers", []string{"controllers", "controllers/controllertest"}},
 	{"daemon", []string{"cmd/daemon"}},
 	{"cmd", []string{"cmd", "cmd/plexus"}},

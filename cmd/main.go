@@ -58,6 +58,8 @@ func main() {
 		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
 	flag.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
 		"rename leftover meta-plugin configs (Multus's, its plugin binary gone) in the conf dir to <name>"+controllers.SetAsideSuffix+", so that the runtime no longer reads them; false only reports them (the node is not Ready)")
+	flag.StringVar(&o.DelegateAPISocket, "delegate-api-socket", o.DelegateAPISocket,
+		"in --hotplug=delegate-api mode, the node path of the unix socket the dynamic networks controller calls (its multusSocketPath)")
 	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
 	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
 	flag.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,

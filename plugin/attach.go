@@ -37,6 +37,13 @@ type AttachRequest struct {
 	IfName     string
 	Args       string
 	Attributes *selection.Selection
+	// Network, with Config, is the name the attachment is recorded and
+	// shown in network-status under: the caller's name for it
+	// ("namespace/name" of the definition, as the dynamic networks
+	// controller names it in the status it writes), so that a status
+	// plexus writes agrees with the caller's. Empty takes the config's
+	// name.
+	Network string
 
 	// Origin is recorded on the attachment (record.OriginHotplug or
 	// record.OriginDelegateAPI).

@@ -105,6 +105,8 @@ func (e *Engine) attachOne(ctx context.Context, req *AttachRequest) (*current.Re
 	var network string
 	if req.Selection != nil {
 		network = req.Selection.Key().String()
+	} else if req.Network != "" {
+		network = req.Network
 	} else if n, err := e.definitions.Load(req.Config, ""); err == nil {
 		network = n.List.Name
 	}
@@ -198,7 +200,11 @@ func (e *Engine) planOne(ctx context.Context, req *AttachRequest, rec *record.Re
 	if capArgs == nil {
 		capArgs = map[string]interface{}{}
 	}
-	return &record.Attachment{Network: n.List.Name, IfName: ifname, Config: config, Args: withEnvArgs(args, d.env),
+	network := n.List.Name
+	if req.Network != "" {
+		network = req.Network
+	}
+	return &record.Attachment{Network: network, IfName: ifname, Config: config, Args: withEnvArgs(args, d.env),
 		CapabilityArgs: capArgs, Origin: req.Origin, InterfaceRequested: true}, nil
 }
 

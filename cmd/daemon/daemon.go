@@ -36,6 +36,7 @@ import (
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/cniserver"
+	"github.com/plexus-cni/plexus/controllers/delegateapi"
 	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/delegate"
@@ -122,11 +123,18 @@ type Options struct {
 	// HotplugMode says who acts when a running pod's networks annotation
 	// changes (--hotplug, chart value hotplug.mode): controllers.HotplugBuiltin
 	// (the default; the daemon's own controller), HotplugDelegateAPI (the
-	// dynamic networks controller, through the delegate API) or HotplugOff.
-	// Empty is builtin.
+	// dynamic networks controller, through the delegate API on
+	// DelegateAPISocket) or HotplugOff. Empty is builtin. Never two at
+	// once: in delegate-api mode the builtin controller is off, and in the
+	// others the socket is not served.
 	HotplugMode string
-	MetricsAddr string
-	ProbeAddr   string
+	// DelegateAPISocket is where the delegate API is served in
+	// delegate-api mode: a node path (the chart mounts its directory at
+	// the same path), by default Multus's, where the dynamic networks
+	// controller looks.
+	DelegateAPISocket string
+	MetricsAddr       string
+	ProbeAddr         string
 }
 
 // Defaults are the values a node gets when nothing is configured.
@@ -153,7 +161,16 @@ func Defaults() Options {
 		DefaultNetworkNamespace: "kube-system",
 		AddedInterfaceEvents:    true,
 		HotplugMode:             controllers.HotplugBuiltin,
+		DelegateAPISocket:       delegateapi.DefaultSocket,
 	}
+}
+
+// checkDelegateAPISocket validates the socket path in delegate-api mode.
+func checkDelegateAPISocket(o Options) error {
+	if o.HotplugMode == controllers.HotplugDelegateAPI && !filepath.IsAbs(o.DelegateAPISocket) {
+		return fmt.Errorf("--delegate-api-socket (chart value hotplug.delegateAPISocket) %q: want an absolute path on the node, by default Multus's %s", o.DelegateAPISocket, delegateapi.DefaultSocket)
+	}
+	return nil
 }
 
 // delegateCNIs are the libcni configs the engine runs delegates with, one
@@ -231,6 +248,9 @@ type Daemon struct {
 	Hotplug *controllers.Hotplug
 	// HotplugActivity counts hot-plug activity for the node's status.
 	HotplugActivity *controllers.HotplugActivity
+	// DelegateAPI serves the dynamic networks controller in delegate-api
+	// mode; nil otherwise.
+	DelegateAPI *delegateapi.Server
 
 	sweepEvery time.Duration
 }
@@ -239,6 +259,9 @@ type Daemon struct {
 func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("node name is required (--node-name or NODE_NAME)")
+	}
+	if err := checkDelegateAPISocket(o); err != nil {
+		return nil, err
 	}
 	multusDir, err := multusCacheDir(o)
 	if err != nil {
@@ -295,7 +318,8 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status")}
+	status := &kube.StatusWriter{Client: mgr.GetClient(), Cache: mgr.GetCache(), Log: log.WithName("status"),
+		Current: recordStatus(store)}
 	events := &kube.PodEvents{Config: cfg, NodeName: o.NodeName, DropNormal: !o.AddedInterfaceEvents, Log: log.WithName("events")}
 	engine := &plugin.Engine{
 		CNI:               delegates,
@@ -382,11 +406,20 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return nil, err
 	}
-	for name, check := range map[string]healthz.Checker{
+	ready := map[string]healthz.Checker{
 		"cni-socket":  server.Ready,
 		"node-config": func(*http.Request) error { return node.Ready() },
 		"caches":      cacheSynced(mgr),
-	} {
+	}
+	if hotplugMode == controllers.HotplugDelegateAPI {
+		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
+			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Activity: activity, Log: log.WithName("delegateapi")}
+		if err := mgr.Add(d.DelegateAPI); err != nil {
+			return nil, err
+		}
+		ready["delegate-api-socket"] = d.DelegateAPI.Ready
+	}
+	for name, check := range ready {
 		if err := mgr.AddReadyzCheck(name, check); err != nil {
 			return nil, err
 		}
@@ -489,6 +522,26 @@ func (d *Daemon) republish(ctx context.Context) error {
 		d.Status.Publish(rec.Pod, id, status)
 	}
 	return nil
+}
+
+// recordStatus rebuilds a sandbox's network-status from its record when
+// the writer writes it, so that a status waiting to be written never
+// undoes an attach or detach done meanwhile (see kube.StatusWriter.Current).
+func recordStatus(store *record.Store) func(string) ([]nadv1.NetworkStatus, bool, error) {
+	return func(containerID string) ([]nadv1.NetworkStatus, bool, error) {
+		rec, err := store.Load(containerID)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, false, nil
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if rec.Failed != nil {
+			return nil, false, nil // its teardown is owed: no status to show
+		}
+		status, err := plugin.NetworkStatus(rec)
+		return status, err == nil, err
+	}
 }
 
 func complete(rec *record.Record) bool {

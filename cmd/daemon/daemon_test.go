@@ -23,6 +23,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
@@ -666,13 +667,41 @@ func TestAddNeitherWaitsForNorFailsOnAnUnreachableAPIServer(t *testing.T) {
 
 func TestStatusOfAGonePodIsDroppedNotRetried(t *testing.T) {
 	f := newFixture(t)
+	// A sandbox whose pod is deleted from the API before its DEL: its
+	// record is still there, so its status is written, and refused.
+	pod := f.pod("ghost", "")
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	f.eventually("the ADD's status written", func() bool { return f.daemon.Status.Pending() == 0 })
+	if err := f.client.Delete(context.Background(), pod, client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	f.eventually("the pod gone", func() bool {
+		return apierrors.IsNotFound(f.client.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{}))
+	})
 	f.api.reset()
-	f.daemon.Status.Publish(record.PodRef{Namespace: "team", Name: "ghost", UID: "0000"}, "c1",
+	f.daemon.Status.Publish(record.PodRef{Namespace: "team", Name: "ghost", UID: string(pod.UID)}, "c1",
 		[]nadv1.NetworkStatus{{Name: "defnet", Interface: "eth0", Default: true}})
 	f.eventually("the status dropped", func() bool { return f.daemon.Status.Pending() == 0 })
 	time.Sleep(300 * time.Millisecond) // a retry would come within the first backoff steps
 	if counts := f.api.reset(); counts["PATCH pods/status"] != 1 {
 		t.Errorf("API requests for a gone pod: %v, want one PATCH and no retry", counts)
+	}
+
+	// A status whose sandbox has no record any more (its DEL ran) is
+	// dropped without a request.
+	f.daemon.Status.Publish(record.PodRef{Namespace: "team", Name: "ghost", UID: string(pod.UID)}, "c2",
+		[]nadv1.NetworkStatus{{Name: "defnet", Interface: "eth0", Default: true}})
+	f.eventually("the status dropped", func() bool { return f.daemon.Status.Pending() == 0 })
+	time.Sleep(300 * time.Millisecond)
+	if counts := f.api.reset(); counts["PATCH pods/status"] != 0 {
+		t.Errorf("API requests for a sandbox without a record: %v, want none", counts)
+	}
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
 	}
 }
 

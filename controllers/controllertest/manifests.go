@@ -86,14 +86,20 @@ func Kubectl(t testing.TB) string {
 // would apply it.
 func Kustomize(t testing.TB) []byte {
 	t.Helper()
+	return KustomizeDir(t, "default")
+}
+
+// KustomizeDir renders config/<dir> as `kubectl apply -k` would apply it.
+func KustomizeDir(t testing.TB, dir string) []byte {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", filepath.Join(plugintest.RepoRoot(t), "config", "default"))
+	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", filepath.Join(plugintest.RepoRoot(t), "config", dir))
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kubectl kustomize config/default: %v\n%s", err, stderr.String())
+		t.Fatalf("kubectl kustomize config/%s: %v\n%s", dir, err, stderr.String())
 	}
 	return out
 }

@@ -35,6 +35,14 @@ type StatusWriter struct {
 	// Delay is how long after Publish a status is patched: 0 means
 	// DefaultStatusDelay, a negative value no delay.
 	Delay time.Duration
+	// Current, if set, rebuilds a pod's status from its sandbox's record
+	// at the moment it is written, instead of writing the value Publish
+	// was given: an attachment added or removed while the status waited
+	// (the delegate API's, which publishes nothing, its client writing
+	// the status itself) is neither dropped nor brought back by a stale
+	// write. found is false when the sandbox has no record any more: the
+	// status is dropped.
+	Current func(containerID string) (status []nadv1.NetworkStatus, found bool, err error)
 
 	once    sync.Once
 	queue   workqueue.TypedRateLimitingInterface[k8stypes.NamespacedName]
@@ -189,11 +197,29 @@ func (w *StatusWriter) next(ctx context.Context) bool {
 	return true
 }
 
+// errSandboxGone drops a status whose sandbox's record is gone.
+var errSandboxGone = apierrors.NewNotFound(corev1.Resource("pods"), "the sandbox's record")
+
 func (w *StatusWriter) write(ctx context.Context, key k8stypes.NamespacedName, p *pendingStatus) error {
+	value := p.value
+	if w.Current != nil {
+		status, found, err := w.Current(p.containerID)
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errSandboxGone
+		}
+		data, err := json.MarshalIndent(status, "", "    ")
+		if err != nil {
+			return err
+		}
+		value = string(data)
+	}
 	if w.Cache != nil {
 		cached := &corev1.Pod{}
 		if err := w.Cache.Get(ctx, key, cached); err == nil && string(cached.UID) == p.ref.UID &&
-			cached.Annotations[nadv1.NetworkStatusAnnot] == p.value {
+			cached.Annotations[nadv1.NetworkStatusAnnot] == value {
 			return nil
 		}
 	}
@@ -201,7 +227,7 @@ func (w *StatusWriter) write(ctx context.Context, key k8stypes.NamespacedName, p
 		"metadata": map[string]interface{}{
 			// The UID makes the patch fail on a recreated pod of the same name.
 			"uid":         p.ref.UID,
-			"annotations": map[string]string{nadv1.NetworkStatusAnnot: p.value},
+			"annotations": map[string]string{nadv1.NetworkStatusAnnot: value},
 		},
 	})
 	if err != nil {

@@ -15,6 +15,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
+	"github.com/plexus-cni/plexus/controllers/delegateapi"
 )
 
 // The chart at its defaults and config/default install the same thing: the
@@ -98,6 +101,39 @@ func TestSameDaemonSetAsConfig(t *testing.T) {
 	}
 }
 
+// The chart with hotplug.mode=delegate-api and config/delegate-api run the
+// same daemon: the same settings, the socket's directory mounted at its
+// node path.
+func TestSameDelegateAPIDaemonAsConfig(t *testing.T) {
+	var chart, config appsv1.DaemonSet
+	chartObjs := parse(t, template(t, "--set", "hotplug.mode=delegate-api"))
+	configObjs := parse(t, controllertest.KustomizeDir(t, "delegate-api"))
+	chartObjs.mustDecode(t, "DaemonSet", namespace, "plexus", &chart)
+	configObjs.mustDecode(t, "DaemonSet", namespace, "plexus", &config)
+	chartSettings := settings(t, chartObjs, &chart)
+	sameSettings(t, chartSettings, settings(t, configObjs, &config))
+	if chartSettings["--hotplug"] != controllers.HotplugDelegateAPI || chartSettings["--delegate-api-socket"] != delegateapi.DefaultSocket {
+		t.Errorf("chart settings %v: want --hotplug=%s --delegate-api-socket=%s", chartSettings, controllers.HotplugDelegateAPI, delegateapi.DefaultSocket)
+	}
+	cc, kc := container(t, &chart), container(t, &config)
+	// kustomize's patch puts its items first: compare them in name order.
+	byName := func(a, b corev1.VolumeMount) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(cc.VolumeMounts, byName)
+	slices.SortFunc(kc.VolumeMounts, byName)
+	volumeByName := func(a, b corev1.Volume) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(chart.Spec.Template.Spec.Volumes, volumeByName)
+	slices.SortFunc(config.Spec.Template.Spec.Volumes, volumeByName)
+	same(t, "volumeMounts", cc.VolumeMounts, kc.VolumeMounts)
+	same(t, "volumes", chart.Spec.Template.Spec.Volumes, config.Spec.Template.Spec.Volumes)
+	mounted := false
+	for _, m := range cc.VolumeMounts {
+		mounted = mounted || m.MountPath == path.Dir(delegateapi.DefaultSocket)
+	}
+	if !mounted {
+		t.Errorf("the socket's directory %s is not mounted: %v", path.Dir(delegateapi.DefaultSocket), cc.VolumeMounts)
+	}
+}
+
 // sameSettings compares the daemon's settings (flags and config file):
 // each of config/default's with the same value, and those the chart adds
 // only at the daemon's defaults (as `plexus-daemon --help` prints them), so
@@ -111,6 +147,7 @@ func sameSettings(t *testing.T, chart, config map[string]string) {
 		"--default-networks":          strings.Join(d.DefaultNetworks, ","),
 		"--system-namespaces":         strings.Join(d.SystemNamespaces, ","),
 		"--default-network-namespace": d.DefaultNetworkNamespace,
+		"--hotplug":                   d.HotplugMode,
 		// controller-runtime's zap logs at info outside development mode.
 		"--zap-log-level": "info",
 	}

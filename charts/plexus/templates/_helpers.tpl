@@ -67,4 +67,7 @@ added-interface-events: {{ .Values.events.addedInterface }}
 hotplug: {{ (.Values.hotplug | default dict).mode | default "builtin" | toString | toJson }}
 zap-log-level: {{ required "logLevel must be set" .Values.logLevel | toString | toJson }}
 set-aside-leftovers: {{ ne (toString (.Values.migration | default dict).setAsideLeftovers) "false" }}
+{{- if eq (toString (.Values.hotplug | default dict).mode) "delegate-api" }}
+delegate-api-socket: {{ clean .Values.hotplug.delegateAPISocket | toJson }}
+{{- end }}
 {{- end -}}
