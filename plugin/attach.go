@@ -49,8 +49,9 @@ type AttachRequest struct {
 	// record.OriginDelegateAPI).
 	Origin string
 	// KeepStatus leaves the pod's network-status alone: the delegate API's
-	// client writes it itself. A status of the sandbox still waiting to
-	// be written is brought up to date, never written anew.
+	// client writes it itself. (A status of the sandbox that the daemon
+	// still has to write is rebuilt from the record when it is written:
+	// kube.StatusWriter.Current.)
 	KeepStatus bool
 }
 

@@ -11,21 +11,11 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/go-logr/logr"
-	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 
 	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/record"
 	"github.com/plexus-cni/plexus/plugin/selection"
 )
-
-// StatusRefresher is a StatusPublisher that can bring a status it has not
-// written yet up to date without writing one anew (see
-// AttachRequest.KeepStatus).
-type StatusRefresher interface {
-	// Refresh replaces the pending status of a pod's sandbox, if one is
-	// still waiting to be written; otherwise it does nothing.
-	Refresh(pod record.PodRef, containerID string, status []nadv1.NetworkStatus)
-}
 
 func (e *Engine) sandboxOf(pod record.PodRef) (*record.Record, error) {
 	rec, err := e.Store.SandboxOf(pod)
@@ -354,19 +344,14 @@ func (e *Engine) detachOne(ctx context.Context, containerID, ifname string, keep
 }
 
 // publishLive hands the status of a live sandbox whose attachments changed
-// to the status publisher: as a new status, or (keep) only to bring one
-// still waiting to be written up to date.
+// to the status publisher, unless keep (see AttachRequest.KeepStatus).
 func (e *Engine) publishLive(rec *record.Record, keep bool) {
-	if e.Status == nil || rec.Pod.Name == "" {
+	if e.Status == nil || rec.Pod.Name == "" || keep {
 		return
 	}
 	status, err := NetworkStatus(rec)
 	if err != nil {
 		return
 	}
-	if !keep {
-		e.Status.Publish(rec.Pod, rec.ContainerID, status)
-	} else if r, ok := e.Status.(StatusRefresher); ok {
-		r.Refresh(rec.Pod, rec.ContainerID, status)
-	}
+	e.Status.Publish(rec.Pod, rec.ContainerID, status)
 }

@@ -95,26 +95,6 @@ func (w *StatusWriter) Publish(ref record.PodRef, containerID string, status []n
 	}
 }
 
-// Refresh replaces the status of a pod's sandbox that is still waiting to
-// be written, and does nothing when none is: for an attachment change
-// whose client writes network-status itself (the delegate API), so that
-// plexus neither writes over the client's status nor lets an older one of
-// its own do so (plugin.StatusRefresher).
-func (w *StatusWriter) Refresh(ref record.PodRef, containerID string, status []nadv1.NetworkStatus) {
-	w.init()
-	data, err := json.MarshalIndent(status, "", "    ")
-	if err != nil {
-		w.Log.Error(err, "encoding network-status", "pod", ref.Namespace+"/"+ref.Name)
-		return
-	}
-	key := k8stypes.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if p := w.pending[key]; p != nil && p.containerID == containerID && p.ref.UID == ref.UID {
-		w.pending[key] = &pendingStatus{ref: ref, containerID: containerID, value: string(data), published: p.published}
-	}
-}
-
 // Pending counts the statuses not written yet.
 func (w *StatusWriter) Pending() int {
 	w.init()
@@ -178,7 +158,8 @@ func (w *StatusWriter) next(ctx context.Context) bool {
 		if w.pending[key] == p {
 			delete(w.pending, key)
 		} else if w.pending[key] != nil {
-			// Refreshed while this one was being written: write that too.
+			// Published again while this one was being written: write
+			// that one too.
 			w.queue.Add(key)
 		}
 		w.mu.Unlock()
