@@ -76,16 +76,23 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(shimapi.Path, s)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	s.Log.Info("serving CNI calls", "socket", s.Socket)
+	return Serve(ctx, ln, mux, s.Timeout, &s.listening)
+}
+
+// Serve serves HTTP on ln until ctx ends, then shuts down, giving calls in
+// flight up to drain to finish; listening is true while it serves (for a
+// readiness check).
+func Serve(ctx context.Context, ln net.Listener, handler http.Handler, drain time.Duration, listening *atomic.Bool) error {
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
-		s.listening.Store(false)
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.Timeout)
+		listening.Store(false)
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), drain)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
 	}()
-	s.listening.Store(true)
-	s.Log.Info("serving CNI calls", "socket", s.Socket)
+	listening.Store(true)
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

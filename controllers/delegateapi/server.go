@@ -47,6 +47,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/plexus-cni/plexus/controllers/cniserver"
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/delegate"
 	"github.com/plexus-cni/plexus/plugin/record"
@@ -131,20 +132,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		s.listening.Store(false)
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), s.Timeout)
-		defer cancel()
-		_ = srv.Shutdown(shutdownCtx)
-	}()
-	s.listening.Store(true)
 	s.Log.Info("serving the delegate API (dynamic networks controller)", "socket", s.Socket)
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return cniserver.Serve(ctx, ln, s.Handler(), s.Timeout, &s.listening)
 }
 
 // listen makes the socket at path, root-only (0600) from its first moment:
