@@ -131,3 +131,20 @@ func TestIsNumbered(t *testing.T) {
 		}
 	}
 }
+
+// Breaker (issue 15): after a switch from delegate-api to builtin, a pod's
+// annotation still lists the interface the dynamic networks controller
+// attached through the delegate API. The plan must not attach it again:
+// on the real cluster every reconcile of such a pod (each annotation or
+// network-status change) ran Engine.Attach on it, which answered the
+// stored result, and wrote a spurious AddedInterface Event and raised
+// NodeNetworkStatus.status.hotplug.added (seen: count 7, added 8 for one
+// real attach).
+func TestPlanHotplugDelegateAPIAttachmentListedIsNotAttachedAgain(t *testing.T) {
+	p := planHotplug(vm, parse(t, "blue@dnc0"),
+		sandbox(att("team/blue", "dnc0", record.OriginDelegateAPI, true)), nil)
+	detach, attach := names(p)
+	if len(detach) != 0 || len(attach) != 0 {
+		t.Fatalf("a delegate-API attachment the annotation lists: want no change, got detach %v attach %v", detach, attach)
+	}
+}
