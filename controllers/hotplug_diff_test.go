@@ -148,3 +148,20 @@ func TestPlanHotplugDelegateAPIAttachmentListedIsNotAttachedAgain(t *testing.T) 
 		t.Fatalf("a delegate-API attachment the annotation lists: want no change, got detach %v attach %v", detach, attach)
 	}
 }
+
+// Breaker (issue 15): an attachment hot-plug began but did not finish (no
+// result: a daemon crash cut it short, or its ADD failed and so did the
+// rollback's DEL, e.g. macvlan with dhcp IPAM and no dhcp daemon) is in
+// the record. The engine's Attach redoes such an entry ("deleted and
+// attached again", README), but the plan counts it as attached and never
+// asks: on the real cluster the element stayed unattached, with no retry
+// and no further Event, while the annotation listed it.
+func TestPlanHotplugUnfinishedAttachIsAttachedAgain(t *testing.T) {
+	unfinished := att("team/blue", "pod1a2b3c4d5e6", record.OriginHotplug, true)
+	unfinished.Result = nil
+	p := planHotplug(vm, parse(t, "blue@pod1a2b3c4d5e6"), sandbox(unfinished), nil)
+	_, attach := names(p)
+	if !slices.Equal(attach, []string{"team/blue@pod1a2b3c4d5e6"}) {
+		t.Fatalf("an unfinished hot-plug attach the annotation lists: want it attached again, got attach %v", attach)
+	}
+}
