@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/go-logr/logr"
+	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -108,6 +112,7 @@ type Hotplug struct {
 
 	mu       sync.Mutex
 	warned   map[k8stypes.UID]map[string]bool
+	retries  map[k8stypes.UID]*retryState
 	defaults map[string]bool
 }
 
@@ -134,12 +139,39 @@ func (h *Hotplug) SetupWithManager(mgr ctrl.Manager) error {
 			},
 			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
+		// A definition created or changed may be what a refused or failed
+		// element waited for.
+		Watches(&nadv1.NetworkAttachmentDefinition{}, handler.EnqueueRequestsFromMapFunc(h.podsNaming)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: 2,
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](
 				hotplugRetryBase, hotplugRetryMax),
 		}).
 		Complete(h)
+}
+
+// podsNaming lists this node's pods whose networks annotation names the
+// definition obj.
+func (h *Hotplug) podsNaming(ctx context.Context, obj client.Object) []reconcile.Request {
+	pods := &corev1.PodList{}
+	if err := h.Reader.List(ctx, pods); err != nil {
+		h.Log.Error(err, "listing pods for a changed network definition", "network", obj.GetNamespace()+"/"+obj.GetName())
+		return nil
+	}
+	key := k8stypes.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+	var out []reconcile.Request
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		v := p.Annotations[selection.NetworksAnnotation]
+		if v == "" || !strings.Contains(v, key.Name) {
+			continue
+		}
+		sels, err := selection.Parse(v, p.Namespace)
+		if err == nil && slices.ContainsFunc(sels, func(s selection.Selection) bool { return s.Key() == key }) {
+			out = append(out, reconcile.Request{NamespacedName: k8stypes.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
+		}
+	}
+	return out
 }
 
 // HotplugActivity counts a node's hot-plug activity since its daemon
@@ -245,35 +277,75 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	for _, r := range plan.Refused {
 		h.warnOnce(ref, "refused:"+r.Message, r.Message)
 	}
-	var failed error
+	failed := false
+	held := map[string]bool{} // interface names a failed detach still holds
 	for i := range plan.Detach {
 		a := &plan.Detach[i]
 		if err := h.Engine.Detach(ctx, rec.ContainerID, a.IfName, false); err != nil {
-			failed = errors.Join(failed, h.failure(ref, a.Network, a.IfName, "detach", err))
+			failed = h.failure(ref, a.Network, a.IfName, "detach", err) || failed
+			held[a.IfName] = true
 			continue
 		}
 		h.event(ref, corev1.EventTypeNormal, ReasonRemovedInterface, fmt.Sprintf("Remove %s from %s", a.IfName, a.Network))
 		h.Activity.Removed()
 	}
-	if failed != nil {
-		// An interface name a failed detach still holds may be the one an
-		// element to attach wants: attach after the retry.
-		return ctrl.Result{}, failed
-	}
 	for i := range plan.Attach {
 		sel := &plan.Attach[i]
+		if held[sel.Interface] {
+			continue // attached once the detach that frees the name succeeds
+		}
 		res, err := h.Engine.Attach(ctx, &plugin.AttachRequest{ContainerID: rec.ContainerID, Pod: ref, Selection: sel, Origin: record.OriginHotplug})
 		if errors.Is(err, plugin.ErrNoSandbox) {
 			return ctrl.Result{}, nil // torn down meanwhile: the next sandbox's ADD takes the annotation
 		}
 		if err != nil {
-			failed = errors.Join(failed, h.failure(ref, sel.Key().String(), sel.Interface, "attach", err))
+			failed = h.failure(ref, sel.Key().String(), sel.Interface, "attach", err) || failed
 			continue
 		}
 		h.event(ref, corev1.EventTypeNormal, plugin.ReasonAddedInterface, addedMessage(sel, res))
 		h.Activity.Added()
 	}
-	return ctrl.Result{}, failed
+	if failed {
+		return ctrl.Result{RequeueAfter: h.retryAfter(pod.UID, value)}, nil
+	}
+	h.retried(pod.UID)
+	return ctrl.Result{}, nil
+}
+
+// retryAfter is the delay before the next try of a pod whose attach or
+// detach failed: hotplugRetryBase, doubling with each failure of the same
+// annotation up to hotplugRetryMax, and from hotplugRetryBase again once
+// the annotation changed (failures of an older annotation do not slow the
+// new one down).
+func (h *Hotplug) retryAfter(uid k8stypes.UID, annotation string) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.retries == nil {
+		h.retries = map[k8stypes.UID]*retryState{}
+	}
+	r := h.retries[uid]
+	if r == nil || r.annotation != annotation {
+		r = &retryState{annotation: annotation}
+		h.retries[uid] = r
+	}
+	d := hotplugRetryBase << min(r.failures, 20)
+	if d > hotplugRetryMax || d <= 0 {
+		d = hotplugRetryMax
+	}
+	r.failures++
+	return d
+}
+
+// retried forgets a pod's failures once a reconcile of it had none.
+func (h *Hotplug) retried(uid k8stypes.UID) {
+	h.mu.Lock()
+	delete(h.retries, uid)
+	h.mu.Unlock()
+}
+
+type retryState struct {
+	annotation string
+	failures   int
 }
 
 // addedMessage has the shape of the ADD's AddedInterface Event, "Add
@@ -288,14 +360,25 @@ func addedMessage(sel *selection.Selection, res *current.Result) string {
 	return fmt.Sprintf("Add %s %v from %s", sel.Interface, ips, sel.Key())
 }
 
-// failure counts and reports a failed attach or detach, and returns the
-// error the controller retries on.
-func (h *Hotplug) failure(pod record.PodRef, network, ifname, op string, err error) error {
+// failure reports a failed attach or detach and says whether to retry it.
+// A request the pod's annotation or a definition must change to fix (the
+// engine's refusals: a missing or invalid network, namespace isolation, an
+// interface name in use, a bad field) is a HotplugRefused Warning, once,
+// and not retried: a change of the pod or of a definition it names starts
+// the next try. Anything else (a delegate's failure) is a HotplugFailed
+// Warning, counted in NodeNetworkStatus, and retried with backoff.
+func (h *Hotplug) failure(pod record.PodRef, network, ifname, op string, err error) bool {
+	var cniErr *types.Error
+	if errors.As(err, &cniErr) && cniErr.Code == types.ErrInvalidNetworkConfig {
+		h.warnOnce(pod, "refused:"+err.Error(), fmt.Sprintf("pod %s/%s: hot-plug %s of network %s (interface %q) refused: %v; fix the annotation %s or the network, and it is tried again",
+			pod.Namespace, pod.Name, op, network, ifname, err, selection.NetworksAnnotation))
+		return false
+	}
 	msg := fmt.Sprintf("pod %s/%s: hot-plug %s of network %s (interface %q) failed, retrying with backoff: %v",
 		pod.Namespace, pod.Name, op, network, ifname, err)
 	h.Activity.Failed(pod.Namespace+"/"+pod.Name, network, ifname, msg)
 	h.event(pod, corev1.EventTypeWarning, ReasonHotplugFailed, msg)
-	return errors.New(msg)
+	return true
 }
 
 func (h *Hotplug) event(pod record.PodRef, eventType, reason, message string) {
@@ -330,6 +413,7 @@ func (h *Hotplug) warnOnce(pod record.PodRef, key, message string) {
 func (h *Hotplug) forget(uid k8stypes.UID) {
 	h.mu.Lock()
 	delete(h.warned, uid)
+	delete(h.retries, uid)
 	h.mu.Unlock()
 }
 

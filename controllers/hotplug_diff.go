@@ -36,23 +36,26 @@ func (p *hotplugPlan) Empty() bool {
 }
 
 // hotpluggable reports whether a record attachment is one the networks
-// annotation owns: an element attached by the sandbox's ADD or by hot-plug.
-// The default network, the networks of --default-networks and what the
-// delegate API attached are never touched. Records written before origins
-// existed hold "" on every attachment: a non-default one counts as a
-// selection unless it is one of the node's --default-networks numbered
-// netN, which an old record cannot tell apart otherwise.
+// annotation owns: an element attached by the sandbox's ADD, by hot-plug,
+// or by the delegate API (whose client, the dynamic networks controller,
+// also acts on the annotation: after a switch from mode delegate-api to
+// builtin, the built-in controller takes its attachments over). The
+// default network and the networks of --default-networks are never
+// touched. Records written before origins existed hold "" on every
+// attachment: a non-default one counts as a selection unless it is one of
+// the node's --default-networks numbered netN, which an old record cannot
+// tell apart otherwise.
 func hotpluggable(a *record.Attachment, defaultNetworks map[string]bool) bool {
 	if a.Default {
 		return false
 	}
 	switch a.Origin {
-	case record.OriginSelection, record.OriginHotplug:
+	case record.OriginSelection, record.OriginHotplug, record.OriginDelegateAPI:
 		return true
 	case "":
 		return !(defaultNetworks[a.Network] && isNumbered(a.IfName))
 	}
-	return false // OriginDefaultNetworks, OriginDelegateAPI, anything newer
+	return false // OriginDefaultNetworks, anything newer
 }
 
 // interfaceRequested is Attachment.InterfaceRequested, inferred for a
@@ -124,10 +127,14 @@ func planHotplug(pod k8stypes.NamespacedName, sels []selection.Selection, rec *r
 			continue
 		}
 		k := named{a.Network, a.IfName}
-		have[k] = true
 		if !want[k] {
 			plan.Detach = append(plan.Detach, *a)
+			continue
 		}
+		// An attach that did not finish (a daemon crash, or a failed ADD
+		// whose rollback failed too) is attached again: the engine undoes
+		// what it left first.
+		have[k] = a.Added()
 	}
 	for i := range sels {
 		if sels[i].Interface == "" {

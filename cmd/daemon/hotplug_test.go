@@ -10,6 +10,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -232,9 +233,10 @@ func TestHotplugRefusesWhatItCannotMatch(t *testing.T) {
 	f.assertClean(netns, "defnet", "blue", "green")
 }
 
-// A failed attach gets a Warning, counts in the node's status as its last
-// failure, and is retried with backoff until it succeeds.
-func TestHotplugFailureIsReportedAndRetried(t *testing.T) {
+// An element the engine refuses (here: its network does not exist yet)
+// gets a HotplugRefused Warning and is not retried in a loop; creating the
+// definition attaches it, without waiting out a backoff.
+func TestHotplugRefusedUntilTheNetworkExists(t *testing.T) {
 	f := newFixture(t)
 	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
 	pod := f.pod("virt-launcher-vm1", networksJSON(t, element("blue", ifBlue, "")))
@@ -244,9 +246,44 @@ func TestHotplugFailureIsReportedAndRetried(t *testing.T) {
 		t.Fatalf("ADD: %v", err)
 	}
 	f.setNetworks(pod, networksJSON(t, element("blue", ifBlue, ""), element("green", ifGreen, "")))
+	f.waitLong("the HotplugRefused Warning", func() bool { return f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugRefused, ifGreen) != nil })
+	w := f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugRefused, ifGreen)
+	for _, s := range []string{"pod team/virt-launcher-vm1", "network team/green", "not found"} {
+		if !strings.Contains(w.Message, s) {
+			t.Errorf("Warning %q lacks %q", w.Message, s)
+		}
+	}
+	if f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen) != nil {
+		t.Error("a refusal was reported as a failure to retry")
+	}
+	f.nad("green", f.macvlanNet("10.242.0.0/24"))
+	f.eventually("green attached once its definition exists", func() bool { return hasLink(t, netns, ifGreen) })
+	f.eventually("green in network-status", func() bool { return statusEntry(f.networkStatus(pod), ifGreen) != nil })
+	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	f.assertClean(netns, "defnet", "blue", "green")
+}
+
+// A delegate that fails (here: macvlan's master link is not there yet)
+// gets a HotplugFailed Warning, counts in NodeNetworkStatus, and is
+// retried with backoff until it succeeds.
+func TestHotplugFailureIsReportedAndRetried(t *testing.T) {
+	f := newFixture(t)
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	master := plugintest.Name("plxm")
+	f.nad("green", plugintest.Conf(M{"cniVersion": "1.0.0", "type": "macvlan", "master": master,
+		"mode": "bridge", "ipam": plugintest.HostLocal("10.242.0.0/24", f.ipamDir())}))
+	pod := f.pod("virt-launcher-vm1", networksJSON(t, element("blue", ifBlue, "")))
+	f.waitCached(pod)
+	netns := plugintest.NewNS(t)
+	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	f.setNetworks(pod, networksJSON(t, element("blue", ifBlue, ""), element("green", ifGreen, "")))
 	f.waitLong("the HotplugFailed Warning", func() bool { return f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen) != nil })
 	w := f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen)
-	for _, s := range []string{"pod team/virt-launcher-vm1", "network team/green", "retrying"} {
+	for _, s := range []string{"pod team/virt-launcher-vm1", "network team/green", "retrying", "Link not found"} {
 		if !strings.Contains(w.Message, s) {
 			t.Errorf("Warning %q lacks %q", w.Message, s)
 		}
@@ -263,9 +300,19 @@ func TestHotplugFailureIsReportedAndRetried(t *testing.T) {
 	if hasLink(t, netns, ifGreen) {
 		t.Error("a failed attach left its link")
 	}
+	if ips := plugintest.Allocations(t, f.ipamDir(), "green"); len(ips) > 0 {
+		t.Errorf("a failed attach left its address: %v", ips)
+	}
 
-	// The network appears: a retry attaches it.
-	f.nad("green", f.macvlanNet("10.242.0.0/24"))
+	// The master appears: a retry attaches it.
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: master}, PeerName: master + "p"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = netlink.LinkDel(veth) })
+	if err := netlink.LinkSetUp(veth); err != nil {
+		t.Fatal(err)
+	}
 	f.eventually("green attached on a retry", func() bool { return hasLink(t, netns, ifGreen) })
 	f.eventually("green in network-status", func() bool { return statusEntry(f.networkStatus(pod), ifGreen) != nil })
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {

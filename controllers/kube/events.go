@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,7 +31,7 @@ const (
 	PodEventsQPS     = 10
 	PodEventsBurst   = 25
 	podEventsTimeout = 10 * time.Second
-	// podEventsPerPod is how many Events of one type a pod gets before
+	// podEventsPerPod is how many Events of one reason a pod gets before
 	// they are rate-limited (client-go's spam filter, which refills one
 	// per 5 minutes) and before further AddedInterface Events are combined
 	// into one (its aggregator; client-go's default is 10): a pod with up
@@ -50,7 +51,7 @@ const (
 //     does not answer is retried 12 times, 10 s apart, then dropped.
 //   - Repeats are folded: the same Event again raises the count of the
 //     first (one PATCH, no new object), and each pod gets at most
-//     podEventsPerPod Events of one type before a rate limit of one per 5
+//     podEventsPerPod Events of one reason before a rate limit of one per 5
 //     minutes applies, so a pod whose sandbox is retried for hours costs
 //     the API server little.
 //
@@ -110,7 +111,8 @@ func (p *PodEvents) Start(ctx context.Context) error {
 		return fmt.Errorf("pod events client: %w", err)
 	}
 	broadcaster := toolsrecord.NewBroadcaster(toolsrecord.WithContext(ctx),
-		toolsrecord.WithCorrelatorOptions(toolsrecord.CorrelatorOptions{MaxEvents: podEventsPerPod, BurstSize: podEventsPerPod}))
+		toolsrecord.WithCorrelatorOptions(toolsrecord.CorrelatorOptions{MaxEvents: podEventsPerPod, BurstSize: podEventsPerPod,
+			SpamKeyFunc: spamKey}))
 	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
 	var recorder toolsrecord.EventRecorder = broadcaster.NewRecorder(clientgoscheme.Scheme,
 		corev1.EventSource{Component: "plexus", Host: p.NodeName})
@@ -119,6 +121,15 @@ func (p *PodEvents) Start(ctx context.Context) error {
 	p.recorder.Store(nil)
 	broadcaster.Shutdown()
 	return nil
+}
+
+// spamKey is client-go's spam filter key (source, involved object) with
+// the Event's reason: each reason of a pod has its own budget, so that a
+// pod that hot-plugs often does not lose its RemovedInterface Events to
+// its AddedInterface ones, nor a failing attach's retries a later success.
+func spamKey(e *corev1.Event) string {
+	o := e.InvolvedObject
+	return strings.Join([]string{e.Source.Component, e.Source.Host, o.Kind, o.Namespace, o.Name, string(o.UID), o.APIVersion, e.Reason}, "")
 }
 
 // NeedLeaderElection is false: every node's daemon writes its own pods'
