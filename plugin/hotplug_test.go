@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
 
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -51,14 +52,16 @@ func (f *fixture) ifnames(id string) []string {
 }
 
 // A running pod gets a network added and removed, with the real plugins:
-// macvlan with the MAC and address it asks for, and macvlan + host-local;
+// macvlan with the MAC and address it asks for, and bridge + host-local;
 // its status follows, a second attach of the same runs nothing, a second
 // detach is a no-op, and the sandbox's DEL releases what hot-plug added.
 func TestAttachAndDetachOnALiveSandbox(t *testing.T) {
 	f := newFixture(t, "1.0.0")
 	f.addNAD("team", "hl-net", f.hostLocalNet("10.241.0.0/24"))
 	f.addNAD("team", "static-net", f.staticNet("static-net"))
-	f.addNAD("team", "hl2", f.hostLocalNet("10.243.0.0/24"))
+	bridge := newBridge(t)
+	f.addNAD("team", "hl2", plugintest.Conf(M{"cniVersion": "1.0.0", "name": "hl2", "plugins": []M{
+		{"type": "bridge", "bridge": bridge, "ipam": plugintest.HostLocal("10.243.0.0/24", f.dataDir)}}}))
 	pod := f.addPod("team", "vm", map[string]string{"k8s.v1.cni.cncf.io/networks": `[{"name":"hl-net","interface":"pod1a"}]`})
 	netns := plugintest.NewNS(t)
 	f.mustDo(f.req("ADD", "c1", netns, pod))
@@ -106,6 +109,9 @@ func TestAttachAndDetachOnALiveSandbox(t *testing.T) {
 	if ips := plugintest.Allocations(t, f.dataDir, "hl2"); len(ips) != 1 {
 		t.Errorf("hl2 allocations after attach = %v, want one", ips)
 	}
+	if ports := bridgePorts(t, bridge); len(ports) != 1 {
+		t.Errorf("ports of bridge %s after attach = %v, want the pod's one", bridge, ports)
+	}
 	if err := f.detach("c1", "pod3c"); err != nil {
 		t.Fatalf("detach: %v", err)
 	}
@@ -114,6 +120,9 @@ func TestAttachAndDetachOnALiveSandbox(t *testing.T) {
 	}
 	if ips := plugintest.Allocations(t, f.dataDir, "hl2"); len(ips) > 0 {
 		t.Errorf("hl2 allocation not released by detach: %v", ips)
+	}
+	if ports := bridgePorts(t, bridge); len(ports) > 0 {
+		t.Errorf("host end of the detached interface still on bridge %s: %v", bridge, ports)
 	}
 	if got := f.ifnames("c1"); !slices.Equal(got, []string{"eth0", "pod1a", "pod2b"}) {
 		t.Errorf("record after detach = %v", got)
@@ -326,4 +335,24 @@ func TestEarlierRecordStillWorks(t *testing.T) {
 	}
 	f.mustDo(f.req("DEL", "c1", netns, pod))
 	f.assertClean(netns, "c1", "hl-net", "hl2")
+}
+
+// bridgePorts lists the links enslaved to a bridge of the test's netns.
+func bridgePorts(t *testing.T, bridge string) []string {
+	t.Helper()
+	br, err := netlink.LinkByName(bridge)
+	if err != nil {
+		t.Fatalf("bridge %s: %v", bridge, err)
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	return out
 }
