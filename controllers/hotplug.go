@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -110,9 +109,12 @@ type Hotplug struct {
 	Activity *HotplugActivity
 	Log      logr.Logger
 
-	mu       sync.Mutex
-	warned   map[k8stypes.UID]map[string]bool
-	retries  map[k8stypes.UID]*retryState
+	mu      sync.Mutex
+	warned  map[k8stypes.UID]map[string]bool
+	retries map[k8stypes.UID]*retryState
+	// waiting are the pods, by network, whose attach or detach of that
+	// network failed or was refused (see podsNaming).
+	waiting  map[string]map[k8stypes.NamespacedName]k8stypes.UID
 	defaults map[string]bool
 }
 
@@ -150,28 +152,46 @@ func (h *Hotplug) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(h)
 }
 
-// podsNaming lists this node's pods whose networks annotation names the
-// definition obj.
-func (h *Hotplug) podsNaming(ctx context.Context, obj client.Object) []reconcile.Request {
-	pods := &corev1.PodList{}
-	if err := h.Reader.List(ctx, pods); err != nil {
-		h.Log.Error(err, "listing pods for a changed network definition", "network", obj.GetNamespace()+"/"+obj.GetName())
-		return nil
-	}
-	key := k8stypes.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
+// podsNaming lists the pods whose last attach or detach of the definition
+// obj failed or was refused: a new or changed definition may be what they
+// wait for. Other pods are not looked at again (a node's daemon sees
+// every definition of the cluster created when it starts).
+func (h *Hotplug) podsNaming(_ context.Context, obj client.Object) []reconcile.Request {
+	network := obj.GetNamespace() + "/" + obj.GetName()
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var out []reconcile.Request
-	for i := range pods.Items {
-		p := &pods.Items[i]
-		v := p.Annotations[selection.NetworksAnnotation]
-		if v == "" || !strings.Contains(v, key.Name) {
-			continue
-		}
-		sels, err := selection.Parse(v, p.Namespace)
-		if err == nil && slices.ContainsFunc(sels, func(s selection.Selection) bool { return s.Key() == key }) {
-			out = append(out, reconcile.Request{NamespacedName: k8stypes.NamespacedName{Namespace: p.Namespace, Name: p.Name}})
-		}
+	for pod := range h.waiting[network] {
+		out = append(out, reconcile.Request{NamespacedName: pod})
 	}
 	return out
+}
+
+// wait notes that pod waits for a change of network ("namespace/name").
+func (h *Hotplug) wait(pod record.PodRef, network string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.waiting == nil {
+		h.waiting = map[string]map[k8stypes.NamespacedName]k8stypes.UID{}
+	}
+	if h.waiting[network] == nil {
+		h.waiting[network] = map[k8stypes.NamespacedName]k8stypes.UID{}
+	}
+	h.waiting[network][k8stypes.NamespacedName{Namespace: pod.Namespace, Name: pod.Name}] = k8stypes.UID(pod.UID)
+}
+
+// unwait forgets what a pod waited for; the caller holds h.mu.
+func (h *Hotplug) unwait(uid k8stypes.UID) {
+	for network, pods := range h.waiting {
+		for key, u := range pods {
+			if u == uid {
+				delete(pods, key)
+			}
+		}
+		if len(pods) == 0 {
+			delete(h.waiting, network)
+		}
+	}
 }
 
 // HotplugActivity counts a node's hot-plug activity since its daemon
@@ -277,12 +297,13 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	for _, r := range plan.Refused {
 		h.warnOnce(ref, "refused:"+r.Message, r.Message)
 	}
-	failed := false
-	held := map[string]bool{} // interface names a failed detach still holds
+	failed, blocked := false, false // something to retry; something failed or was refused
+	held := map[string]bool{}       // interface names a failed detach still holds
 	for i := range plan.Detach {
 		a := &plan.Detach[i]
 		if err := h.Engine.Detach(ctx, rec.ContainerID, a.IfName, false); err != nil {
 			failed = h.failure(ref, a.Network, a.IfName, "detach", err) || failed
+			blocked = true
 			held[a.IfName] = true
 			continue
 		}
@@ -300,6 +321,7 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 		}
 		if err != nil {
 			failed = h.failure(ref, sel.Key().String(), sel.Interface, "attach", err) || failed
+			blocked = true
 			continue
 		}
 		h.event(ref, corev1.EventTypeNormal, plugin.ReasonAddedInterface, addedMessage(sel, res))
@@ -308,7 +330,9 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	if failed {
 		return ctrl.Result{RequeueAfter: h.retryAfter(pod.UID, value)}, nil
 	}
-	h.retried(pod.UID)
+	if !blocked {
+		h.retried(pod.UID)
+	}
 	return ctrl.Result{}, nil
 }
 
@@ -340,6 +364,7 @@ func (h *Hotplug) retryAfter(uid k8stypes.UID, annotation string) time.Duration 
 func (h *Hotplug) retried(uid k8stypes.UID) {
 	h.mu.Lock()
 	delete(h.retries, uid)
+	h.unwait(uid)
 	h.mu.Unlock()
 }
 
@@ -368,6 +393,7 @@ func addedMessage(sel *selection.Selection, res *current.Result) string {
 // the next try. Anything else (a delegate's failure) is a HotplugFailed
 // Warning, counted in NodeNetworkStatus, and retried with backoff.
 func (h *Hotplug) failure(pod record.PodRef, network, ifname, op string, err error) bool {
+	h.wait(pod, network)
 	var cniErr *types.Error
 	if errors.As(err, &cniErr) && cniErr.Code == types.ErrInvalidNetworkConfig {
 		h.warnOnce(pod, "refused:"+err.Error(), fmt.Sprintf("pod %s/%s: hot-plug %s of network %s (interface %q) refused: %v; fix the annotation %s or the network, and it is tried again",
@@ -414,6 +440,7 @@ func (h *Hotplug) forget(uid k8stypes.UID) {
 	h.mu.Lock()
 	delete(h.warned, uid)
 	delete(h.retries, uid)
+	h.unwait(uid)
 	h.mu.Unlock()
 }
 
