@@ -234,11 +234,12 @@ func TestHotplugRefusesWhatItCannotMatch(t *testing.T) {
 	f.assertClean(netns, "defnet", "blue", "green")
 }
 
-// An element the engine refuses (here: its network does not exist yet)
-// gets a HotplugRefused Warning and is not retried in a loop; creating the
-// definition attaches it, without waiting out a backoff.
-func TestHotplugRefusedUntilTheNetworkExists(t *testing.T) {
-	f := newFixture(t)
+// appendGreenAndWarn runs a pod on network blue, appends network green
+// (ifGreen) to its annotation, and waits for the Warning of reason about
+// green, which must name the pod and the network and contain want.
+func (f *fixture) appendGreenAndWarn(reason string, want ...string) (*corev1.Pod, ns.NetNS) {
+	t := f.t
+	t.Helper()
 	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
 	pod := f.pod("virt-launcher-vm1", networksJSON(t, element("blue", ifBlue, "")))
 	f.waitCached(pod)
@@ -247,13 +248,22 @@ func TestHotplugRefusedUntilTheNetworkExists(t *testing.T) {
 		t.Fatalf("ADD: %v", err)
 	}
 	f.setNetworks(pod, networksJSON(t, element("blue", ifBlue, ""), element("green", ifGreen, "")))
-	f.waitLong("the HotplugRefused Warning", func() bool { return f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugRefused, ifGreen) != nil })
-	w := f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugRefused, ifGreen)
-	for _, s := range []string{"pod team/virt-launcher-vm1", "network team/green", "not found"} {
+	f.waitLong("the "+reason+" Warning", func() bool { return f.eventWith("virt-launcher-vm1", reason, ifGreen) != nil })
+	w := f.eventWith("virt-launcher-vm1", reason, ifGreen)
+	for _, s := range append([]string{"pod team/virt-launcher-vm1", "network team/green"}, want...) {
 		if !strings.Contains(w.Message, s) {
 			t.Errorf("Warning %q lacks %q", w.Message, s)
 		}
 	}
+	return pod, netns
+}
+
+// An element the engine refuses (here: its network does not exist yet)
+// gets a HotplugRefused Warning and is not retried in a loop; creating the
+// definition attaches it, without waiting out a backoff.
+func TestHotplugRefusedUntilTheNetworkExists(t *testing.T) {
+	f := newFixture(t)
+	pod, netns := f.appendGreenAndWarn(controllers.ReasonHotplugRefused, "not found")
 	if f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen) != nil {
 		t.Error("a refusal was reported as a failure to retry")
 	}
@@ -271,24 +281,10 @@ func TestHotplugRefusedUntilTheNetworkExists(t *testing.T) {
 // retried with backoff until it succeeds.
 func TestHotplugFailureIsReportedAndRetried(t *testing.T) {
 	f := newFixture(t)
-	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
 	master := plugintest.Name("plxm")
 	f.nad("green", plugintest.Conf(M{"cniVersion": "1.0.0", "type": "macvlan", "master": master,
 		"mode": "bridge", "ipam": plugintest.HostLocal("10.242.0.0/24", f.ipamDir())}))
-	pod := f.pod("virt-launcher-vm1", networksJSON(t, element("blue", ifBlue, "")))
-	f.waitCached(pod)
-	netns := plugintest.NewNS(t)
-	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
-		t.Fatalf("ADD: %v", err)
-	}
-	f.setNetworks(pod, networksJSON(t, element("blue", ifBlue, ""), element("green", ifGreen, "")))
-	f.waitLong("the HotplugFailed Warning", func() bool { return f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen) != nil })
-	w := f.eventWith("virt-launcher-vm1", controllers.ReasonHotplugFailed, ifGreen)
-	for _, s := range []string{"pod team/virt-launcher-vm1", "network team/green", "retrying", "Link not found"} {
-		if !strings.Contains(w.Message, s) {
-			t.Errorf("Warning %q lacks %q", w.Message, s)
-		}
-	}
+	pod, netns := f.appendGreenAndWarn(controllers.ReasonHotplugFailed, "retrying", "Link not found")
 	f.eventually("the failure in the node's status", func() bool {
 		nns := f.nodeStatus()
 		return nns != nil && nns.Status.Hotplug != nil && nns.Status.Hotplug.Failures > 0
