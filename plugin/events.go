@@ -47,6 +47,6 @@ func (e *Engine) noNetworkFound(pod *Pod, key k8stypes.NamespacedName) {
 		return
 	}
 	e.event(record.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}, EventWarning, ReasonNoNetworkFound,
-		"NetworkAttachmentDefinition %s not found: create it in namespace %q, or correct the pod's network selection; the pod starts once it exists",
+		"NetworkAttachmentDefinition %s not found: create it in namespace %q, or correct the pod's network selection; a starting pod then starts, and a running pod gets it hot-plugged (hot-plug mode builtin)",
 		key, key.Namespace)
 }
