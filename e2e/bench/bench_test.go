@@ -5,9 +5,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -45,25 +47,39 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-func TestParseSample(t *testing.T) {
-	for line, want := range map[string]Sample{
-		`go_goroutines 75`:                        {Name: "go_goroutines", Value: 75},
-		`workqueue_depth{name="networks"} 0`:      {Name: "workqueue_depth", Labels: map[string]string{"name": "networks"}, Value: 0},
-		`x{a="1",b="q\"uote"} 2.5e+06 1700000000`: {Name: "x", Labels: map[string]string{"a": "1", "b": `q"uote`}, Value: 2.5e6},
-	} {
-		got, ok := parseSample(line)
-		if !ok || got.Name != want.Name || got.Value != want.Value || len(got.Labels) != len(want.Labels) {
-			t.Errorf("parseSample(%q) = %+v, %v; want %+v", line, got, ok, want)
-			continue
-		}
-		for k, v := range want.Labels {
-			if got.Labels[k] != v {
-				t.Errorf("parseSample(%q) label %s = %q, want %q", line, k, got.Labels[k], v)
-			}
-		}
+// Sum reads what the daemon's metrics endpoint serves: counters and
+// gauges summed over the series that carry the labels asked for.
+func TestSum(t *testing.T) {
+	const text = `# TYPE go_goroutines gauge
+go_goroutines 75
+# TYPE controller_runtime_reconcile_total counter
+controller_runtime_reconcile_total{controller="networks",result="success"} 7
+controller_runtime_reconcile_total{controller="networks",result="error"} 2
+controller_runtime_reconcile_total{controller="status",result="success"} 40
+untyped_thing{b="q\"uote"} 2.5e+06 1700000000
+`
+	var parser expfmt.TextParser
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, ok := parseSample(`broken{a="1" 3`); ok {
-		t.Error("parseSample accepted an unterminated label set")
+	for _, c := range []struct {
+		name  string
+		match map[string]string
+		want  float64
+		found bool
+	}{
+		{"go_goroutines", nil, 75, true},
+		{"controller_runtime_reconcile_total", map[string]string{"controller": "networks"}, 9, true},
+		{"controller_runtime_reconcile_total", map[string]string{"controller": "networks", "result": "error"}, 2, true},
+		{"controller_runtime_reconcile_total", map[string]string{"controller": "hotplug"}, 0, false},
+		{"untyped_thing", map[string]string{"b": `q"uote`}, 2.5e6, true},
+		{"absent", nil, 0, false},
+	} {
+		got, found := Sum(families, c.name, c.match)
+		if got != c.want || found != c.found {
+			t.Errorf("Sum(%s, %v) = %v, %v; want %v, %v", c.name, c.match, got, found, c.want, c.found)
+		}
 	}
 }
 
