@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -36,7 +35,6 @@ import (
 	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
-	"github.com/plexus-cni/plexus/controllers/kube"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -97,88 +95,11 @@ func assets(t *testing.T) string {
 	return dir
 }
 
-// counter counts the API requests the daemon makes, by verb and resource.
-type counter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-func (c *counter) wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		if r.URL.Query().Get("watch") != "true" {
-			key := r.Method + " " + resourceOf(r.URL.Path)
-			if strings.HasSuffix(r.UserAgent(), "/"+kube.PodEventsUserAgent) {
-				key = r.Method + " " + podEvents
-			}
-			c.mu.Lock()
-			c.counts[key]++
-			c.mu.Unlock()
-		}
-		return rt.RoundTrip(r)
-	})
-}
-
-func (c *counter) reset() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	old := c.counts
-	c.counts = map[string]int{}
-	return old
-}
-
-// podEvents counts the requests of the pod Events writer (its own user
-// agent), apart from the node's own Events.
-const podEvents = "events (pod events writer)"
-
-// splitPodEvents takes the pod Events writer's requests out of counts.
-func splitPodEvents(counts map[string]int) (rest, events map[string]int) {
-	rest, events = map[string]int{}, map[string]int{}
-	for k, v := range counts {
-		if strings.HasSuffix(k, " "+podEvents) {
-			events[k] = v
-		} else {
-			rest[k] = v
-		}
-	}
-	return rest, events
-}
-
-// resourceOf turns /api/v1/namespaces/x/pods/y/status into pods/status.
-func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	for i := 0; i < len(parts); i++ {
-		if parts[i] == "namespaces" && i+2 < len(parts) {
-			rest := parts[i+2:]
-			if len(rest) == 3 {
-				return rest[0] + "/" + rest[2]
-			}
-			return rest[0]
-		}
-	}
-	return parts[len(parts)-1]
-}
-
-// onPodPath drops the node's own bookkeeping (its NodeNetworkStatus, the
-// events about definitions), which runs on its own schedule, not per pod.
-func onPodPath(counts map[string]int) map[string]int {
-	out := map[string]int{}
-	for k, v := range counts {
-		if !strings.HasSuffix(k, "nodenetworkstatuses") && !strings.Contains(k, "nodenetworkstatuses/") && !strings.HasSuffix(k, " events") {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
 type fixture struct {
 	t      *testing.T
 	env    *envtest.Environment
 	client client.Client
-	api    *counter
+	api    *controllertest.APICounter
 	dir    string
 	opts   daemon.Options
 	daemon *daemon.Daemon
@@ -200,7 +121,7 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
 	}
-	f := &fixture{t: t, env: env, dir: t.TempDir(), api: &counter{counts: map[string]int{}}}
+	f := &fixture{t: t, env: env, dir: t.TempDir(), api: controllertest.NewAPICounter()}
 	t.Cleanup(func() { _ = env.Stop() })
 	f.client, err = client.New(cfg, client.Options{Scheme: daemon.Scheme()})
 	if err != nil {
@@ -231,7 +152,7 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	}
 	f.create(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	f.daemonCfg = f.shippedRBAC()
-	f.daemonCfg.WrapTransport = f.api.wrap
+	f.daemonCfg.WrapTransport = f.api.Wrap
 	f.startDaemon(f.daemonCfg)
 	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team"}})
 	return f
@@ -518,7 +439,7 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	f.waitCached(pod)
 	netns := plugintest.NewNS(t)
 
-	f.api.reset()
+	f.api.Take()
 	out, err := f.cni("ADD", "c1", netns, pod)
 	if err != nil {
 		t.Fatalf("ADD: %v", err)
@@ -527,12 +448,12 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let any stray request show
 	f.eventually("AddedInterface Events", func() bool { return len(f.eventsOf("Pod", pod.Name, "AddedInterface")) == 3 })
 	time.Sleep(200 * time.Millisecond) // let any stray request show
-	counts, events := splitPodEvents(onPodPath(f.api.reset()))
+	counts, events := controllertest.ForPods(f.api.Take())
 	t.Logf("API requests during one ADD: %v, and its Events: %v", counts, events)
 	if counts["PATCH pods/status"] != 1 || len(counts) != 1 {
 		t.Errorf("API requests per ADD %v, want exactly one PATCH of pods/status", counts)
 	}
-	if events["POST "+podEvents] != 3 || len(events) != 1 {
+	if events["POST "+controllertest.PodEvents] != 3 || len(events) != 1 {
 		t.Errorf("Event requests per ADD %v, want one POST per interface (3)", events)
 	}
 
@@ -558,11 +479,11 @@ func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	}
 
 	// DEL makes no API request at all.
-	f.api.reset()
+	f.api.Take()
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}
-	if counts := onPodPath(f.api.reset()); len(counts) != 0 {
+	if counts, events := controllertest.ForPods(f.api.Take()); len(counts)+len(events) != 0 {
 		t.Errorf("API requests per DEL %v, want none", counts)
 	}
 	f.assertClean(netns, "defnet", "blue", "green")
@@ -682,12 +603,12 @@ func TestStatusOfAGonePodIsDroppedNotRetried(t *testing.T) {
 	f.eventually("the pod gone", func() bool {
 		return apierrors.IsNotFound(f.client.Get(context.Background(), client.ObjectKeyFromObject(pod), &corev1.Pod{}))
 	})
-	f.api.reset()
+	f.api.Take()
 	f.daemon.Status.Publish(record.PodRef{Namespace: "team", Name: "ghost", UID: string(pod.UID)}, "c1",
 		[]nadv1.NetworkStatus{{Name: "defnet", Interface: "eth0", Default: true}})
 	f.eventually("the status dropped", func() bool { return f.daemon.Status.Pending() == 0 })
 	time.Sleep(300 * time.Millisecond) // a retry would come within the first backoff steps
-	if counts := f.api.reset(); counts["PATCH pods/status"] != 1 {
+	if counts := f.api.Take(); counts["PATCH pods/status"] != 1 {
 		t.Errorf("API requests for a gone pod: %v, want one PATCH and no retry", counts)
 	}
 
@@ -697,7 +618,7 @@ func TestStatusOfAGonePodIsDroppedNotRetried(t *testing.T) {
 		[]nadv1.NetworkStatus{{Name: "defnet", Interface: "eth0", Default: true}})
 	f.eventually("the status dropped", func() bool { return f.daemon.Status.Pending() == 0 })
 	time.Sleep(300 * time.Millisecond)
-	if counts := f.api.reset(); counts["PATCH pods/status"] != 0 {
+	if counts := f.api.Take(); counts["PATCH pods/status"] != 0 {
 		t.Errorf("API requests for a sandbox without a record: %v, want none", counts)
 	}
 	if _, err := f.cni("DEL", "c1", netns, pod); err != nil {

@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -93,13 +94,13 @@ func TestAddedInterfaceEventsOffLeaveOnePatchPerAdd(t *testing.T) {
 	f.waitCached(pod)
 	netns := plugintest.NewNS(t)
 
-	f.api.reset()
+	f.api.Take()
 	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}
 	f.eventually("network-status", func() bool { return len(f.networkStatus(pod)) == 2 })
 	time.Sleep(200 * time.Millisecond) // let any stray request show
-	if counts := onPodPath(f.api.reset()); counts["PATCH pods/status"] != 1 || len(counts) != 1 {
+	if counts, events := controllertest.ForPods(f.api.Take()); counts["PATCH pods/status"] != 1 || len(counts) != 1 || len(events) != 0 {
 		t.Errorf("API requests per ADD with AddedInterface Events off: %v, want exactly one PATCH of pods/status", counts)
 	}
 

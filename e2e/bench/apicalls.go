@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/e2e/bench/results"
 )
 
@@ -101,7 +102,7 @@ func apiCycle(ctx context.Context, n *Node, sandboxes []*Sandbox, events int) (a
 		return nil, nil, fmt.Errorf("network-status not written: %w", err)
 	}
 	// The Events writer is rate-limited (kube.PodEventsQPS).
-	if err := poll(ctx, 2*time.Minute, func() bool { return n.API.Count("POST "+PodEvents) >= events }); err != nil {
+	if err := poll(ctx, 2*time.Minute, func() bool { return n.API.Count("POST "+controllertest.PodEvents) >= events }); err != nil {
 		return nil, nil, fmt.Errorf("pod Events not written: %w", err)
 	}
 	time.Sleep(quiet)
@@ -122,7 +123,7 @@ func apiCycle(ctx context.Context, n *Node, sandboxes []*Sandbox, events int) (a
 func splitEvents(counts map[string]int) (rest, events map[string]int) {
 	rest, events = map[string]int{}, map[string]int{}
 	for k, v := range counts {
-		if strings.HasSuffix(k, " "+PodEvents) {
+		if strings.HasSuffix(k, " "+controllertest.PodEvents) {
 			events[k] = v
 		} else {
 			rest[k] = v
@@ -150,7 +151,7 @@ func checkStatuses(ctx context.Context, n *Node, sandboxes []*Sandbox) error {
 func split(counts map[string]int) (pod, node map[string]int) {
 	pod, node = map[string]int{}, map[string]int{}
 	for k, v := range counts {
-		if Bookkeeping(k) {
+		if controllertest.Bookkeeping(k) {
 			node[k] = v
 		} else {
 			pod[k] = v

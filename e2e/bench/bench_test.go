@@ -13,30 +13,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
-func TestResource(t *testing.T) {
-	for path, want := range map[string]string{
-		"/api/v1/namespaces/team/pods/web/status":                                 "pods/status",
-		"/api/v1/namespaces/team/pods/web":                                        "pods",
-		"/api/v1/pods":                                                            "pods",
-		"/api/v1/namespaces/team":                                                 "namespaces",
-		"/api/v1/namespaces/team/events":                                          "events",
-		"/apis/plexus.cni.dev/v1alpha1/nodenetworkstatuses/node-a/status":         "nodenetworkstatuses/status",
-		"/apis/k8s.cni.cncf.io/v1/namespaces/team/network-attachment-definitions": "network-attachment-definitions",
-	} {
-		if got := Resource(path); got != want {
-			t.Errorf("Resource(%q) = %q, want %q", path, got, want)
-		}
-	}
-	for key, want := range map[string]bool{
-		"PUT nodenetworkstatuses/status": true, "GET nodenetworkstatuses": true, "POST events": true,
-		"PATCH pods/status": false, "GET pods": false, "GET nodes": false, "POST " + PodEvents: false,
-	} {
-		if got := Bookkeeping(key); got != want {
-			t.Errorf("Bookkeeping(%q) = %v, want %v", key, got, want)
-		}
-	}
-}
-
 func TestPercentile(t *testing.T) {
 	s := Summarize([]float64{5, 1, 4, 2, 3})
 	if s.P50 != 3 || s.Max != 5 || s.Mean != 3 || s.N != 5 {

@@ -27,6 +27,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -89,7 +90,7 @@ type Node struct {
 	env    *envtest.Environment
 	Client client.Client
 	// API counts the daemon's requests to the API server.
-	API    *Counter
+	API    *controllertest.APICounter
 	Daemon *daemon.Daemon
 	// Delegates times the daemon's delegate calls.
 	Delegates *TimedCNI
@@ -128,7 +129,7 @@ func StartNode(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, dir: dir, ipamDir: filepath.Join(dir, "ipam"), API: NewCounter()}
+	n := &Node{cfg: cfg, dir: dir, ipamDir: filepath.Join(dir, "ipam"), API: controllertest.NewAPICounter()}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -592,36 +593,15 @@ func poll(ctx context.Context, timeout time.Duration, cond func() bool) error {
 	return nil
 }
 
-// parallel runs fn(0..n-1) on workers goroutines and returns the first
-// error.
+// parallel runs fn(0..n-1), at most workers at a time, and returns the
+// first error; after one, the calls not started yet are not made.
 func parallel(n, workers int, fn func(i int) error) error {
-	next := make(chan int)
-	errs := make(chan error, workers)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var first error
-			for i := range next {
-				if first == nil {
-					first = fn(i)
-				}
-			}
-			errs <- first
-		}()
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(workers)
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		g.Go(func() error { return fn(i) })
 	}
-	for i := 0; i < n; i++ {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
+	return g.Wait()
 }
 
 // requireStatic refuses a shim linked against the C library: the image

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -13,95 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
-
-	"github.com/plexus-cni/plexus/controllers/kube"
 )
-
-// Counter counts HTTP requests to the API server by verb and resource
-// ("PATCH pods/status"), leaving out watches, which stay open and carry
-// no per-pod cost.
-type Counter struct {
-	mu     sync.Mutex
-	counts map[string]int
-}
-
-// NewCounter is an empty counter.
-func NewCounter() *Counter { return &Counter{counts: map[string]int{}} }
-
-// Wrap is a rest.Config WrapTransport.
-func (c *Counter) Wrap(rt http.RoundTripper) http.RoundTripper {
-	return roundTripper(func(r *http.Request) (*http.Response, error) {
-		if r.URL.Query().Get("watch") != "true" {
-			key := r.Method + " " + Resource(r.URL.Path)
-			if strings.HasSuffix(r.UserAgent(), "/"+kube.PodEventsUserAgent) {
-				key = r.Method + " " + PodEvents
-			}
-			c.mu.Lock()
-			c.counts[key]++
-			c.mu.Unlock()
-		}
-		return rt.RoundTrip(r)
-	})
-}
-
-// PodEvents is the resource Counter names the requests of the daemon's
-// pod Events writer by (it has a user agent of its own), apart from the
-// node's own Events.
-const PodEvents = "pod-events"
-
-// Count is the count of key so far.
-func (c *Counter) Count(key string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.counts[key]
-}
-
-// Take returns the counts so far and starts again from zero.
-func (c *Counter) Take() map[string]int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := c.counts
-	c.counts = map[string]int{}
-	return out
-}
-
-type roundTripper func(*http.Request) (*http.Response, error)
-
-func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// Resource names what an API path addresses, without names and
-// namespaces: /api/v1/namespaces/x/pods/y/status is pods/status,
-// /apis/g/v1/nodenetworkstatuses is nodenetworkstatuses.
-func Resource(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case len(parts) >= 2 && parts[0] == "api":
-		parts = parts[2:]
-	case len(parts) >= 3 && parts[0] == "apis":
-		parts = parts[3:]
-	default:
-		return path
-	}
-	if len(parts) >= 3 && parts[0] == "namespaces" {
-		parts = parts[2:]
-	}
-	switch {
-	case len(parts) == 0:
-		return "/"
-	case len(parts) >= 3:
-		return parts[0] + "/" + parts[2]
-	}
-	return parts[0]
-}
-
-// Bookkeeping tells the node's own requests, which run on their own
-// schedule (its NodeNetworkStatus, Events about definitions), from those
-// made for a pod.
-func Bookkeeping(key string) bool {
-	_, resource, _ := strings.Cut(key, " ")
-	resource, _, _ = strings.Cut(resource, "/")
-	return resource == "nodenetworkstatuses" || resource == "events"
-}
 
 // TimedCNI is the daemon's libcni with a stopwatch on the delegate calls,
 // so that plexus's own time can be told from its delegates'.
