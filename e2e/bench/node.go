@@ -30,6 +30,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -577,20 +578,11 @@ func (n *Node) Leftovers(sandboxes []*Sandbox) ([]string, error) {
 	return left, nil
 }
 
-// poll calls cond until it holds, ctx ends or timeout passes.
+// poll calls cond every millisecond until it holds, ctx ends or timeout
+// passes.
 func poll(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out after %s", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return nil
+	return wait.PollUntilContextTimeout(ctx, time.Millisecond, timeout, true,
+		func(context.Context) (bool, error) { return cond(), nil })
 }
 
 // parallel runs fn(0..n-1), at most workers at a time, and returns the

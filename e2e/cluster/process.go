@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The components, in the order Down stops them.
@@ -143,22 +144,17 @@ func terminate(pid int, grace time.Duration) error {
 // waitFor polls check until it returns nil, the context ends or timeout
 // passes; the last error says what was still missing.
 func waitFor(ctx context.Context, what string, timeout time.Duration, check func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	var last error
-	for {
-		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
 		last = check(cctx)
-		ccancel()
-		if last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s: %w (last: %v)", what, ctx.Err(), last)
-		case <-time.After(250 * time.Millisecond):
-		}
+		return last == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for %s: %w (last: %v)", what, err, last)
 	}
+	return nil
 }
 
 // alive fails when component name has exited, pointing at its log: a

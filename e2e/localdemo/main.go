@@ -22,6 +22,7 @@ import (
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -229,14 +230,8 @@ func runShim(shim, command string, env []string, stdin []byte) ([]byte, error) {
 }
 
 func waitFor(cond func() bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("timed out")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
+	return wait.PollUntilContextTimeout(context.Background(), 20*time.Millisecond, 30*time.Second, true,
+		func(context.Context) (bool, error) { return cond(), nil })
 }
 
 func mustJSON(v interface{}) []byte {
