@@ -372,7 +372,9 @@ func TestNodeListIsCapped(t *testing.T) {
 }
 
 // listReader lists fixed NodeNetworkStatuses: the cap is pure logic.
-type listReader struct{ list *v1alpha1.NodeNetworkStatusList }
+type listReader struct {
+	list *v1alpha1.NodeNetworkStatusList
+}
 
 func (r listReader) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
 	return errors.New("not implemented")
