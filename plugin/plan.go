@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -29,7 +28,9 @@ func planError(pod *Pod, format string, args ...interface{}) error {
 }
 
 // plan resolves everything an ADD will call, in order, before anything is
-// created: the default network first, then each selected network.
+// created: the pod's annotations checked first (CheckPodNetworks, no
+// lookups), then the default network, the default networks and each
+// selected network.
 func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record.Record, error) {
 	args, podArgs := parseArgs(req.Args)
 	rec := &record.Record{
@@ -92,7 +93,7 @@ func ifName(sel *selection.Selection, i int) string {
 	if sel.Interface != "" {
 		return sel.Interface
 	}
-	return "net" + strconv.Itoa(i+1)
+	return netIfName(i)
 }
 
 // defaultAttachment resolves the pod's default network: a definition named
@@ -144,7 +145,7 @@ func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, keys [
 			}
 			return nil, err
 		}
-		att := &record.Attachment{Network: key.String(), IfName: defaultNetworkIfName(i), Config: n.List.Bytes,
+		att := &record.Attachment{Network: key.String(), IfName: netIfName(i), Config: n.List.Bytes,
 			Args: args, CapabilityArgs: map[string]interface{}{}, Origin: record.OriginDefaultNetworks}
 		if err := e.deviceParts(ctx, key, n, resource, "", att, devices); err != nil {
 			return nil, err

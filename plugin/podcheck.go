@@ -113,7 +113,7 @@ func (p *PodPolicy) CheckPodNetworks(pod *Pod, defaultIf string) (*PodNetworks, 
 func checkNames(pod *Pod, defaultIf string, defaults []k8stypes.NamespacedName, sels []selection.Selection) error {
 	seen := map[string]string{defaultIf: "the default network"}
 	for i, key := range defaults {
-		if name := defaultNetworkIfName(i); seen[name] == "" {
+		if name := netIfName(i); seen[name] == "" {
 			seen[name] = "network " + key.String()
 		}
 	}
@@ -130,9 +130,9 @@ func checkNames(pod *Pod, defaultIf string, defaults []k8stypes.NamespacedName, 
 	return nil
 }
 
-// defaultNetworkIfName is the interface name of the i-th (0-based) of the
-// DefaultNetworks.
-func defaultNetworkIfName(i int) string { return "net" + strconv.Itoa(i+1) }
+// netIfName is the generated interface name of the i-th (0-based) extra
+// attachment: net1, net2, ...
+func netIfName(i int) string { return "net" + strconv.Itoa(i+1) }
 
 // defaultNetworkKey reads the default-network annotation: the network it
 // names, and whether it named a bare name (no namespace), which is looked
