@@ -120,9 +120,9 @@ func (e *Engine) Check(ctx context.Context, req *Request) error {
 	return nil
 }
 
-// StatusCheck answers the runtime's STATUS with the default network's:
+// CNIStatus answers the runtime's STATUS with the default network's:
 // plexus is ready to add pods when the network every pod gets is.
-func (e *Engine) StatusCheck(ctx context.Context, req *Request) error {
+func (e *Engine) CNIStatus(ctx context.Context, req *Request) error {
 	conf, err := parseNetConf(req.Config)
 	if err != nil {
 		return err

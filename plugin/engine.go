@@ -151,7 +151,7 @@ func (e *Engine) Do(ctx context.Context, req *Request) (types.Result, error) {
 	case "CHECK":
 		return nil, e.Check(ctx, req)
 	case "STATUS":
-		return nil, e.StatusCheck(ctx, req)
+		return nil, e.CNIStatus(ctx, req)
 	case "GC":
 		return nil, e.GC(ctx, req)
 	}
