@@ -98,7 +98,7 @@ func TestPlexusImage(t *testing.T) {
 	}
 	files := untar(t, bytes.NewReader(raw))
 	dir := t.TempDir()
-	for _, name := range []string{"plexus-daemon", "plexus"} {
+	for _, name := range []string{"plexus-daemon", "plexus", "plexus-webhook"} {
 		f, ok := files["usr/local/bin/"+name]
 		if !ok {
 			t.Errorf("no /usr/local/bin/%s in the layer", name)

@@ -28,6 +28,7 @@ type Program struct {
 var Programs = []Program{
 	{Name: "plexus-daemon", Package: "./cmd"},
 	{Name: "plexus", Package: "./cmd/plexus"},
+	{Name: "plexus-webhook", Package: "./cmd/webhook"},
 }
 
 // Plexus builds Programs from the module at repoDir into binDir (static:

@@ -1,8 +1,9 @@
 // Command image builds the plexus release image as an OCI archive (`make
-// image`): the static plexus programs in /usr/local/bin, entrypoint
-// plexus-daemon. It prints the archive's path and the image's digest. Load
-// the archive on a node with `ctr -n k8s.io images import FILE`, or push it
-// with `skopeo copy oci-archive:FILE docker://REGISTRY/plexus:TAG`.
+// image`): the static plexus programs (plexus-daemon, plexus,
+// plexus-webhook) in /usr/local/bin, entrypoint plexus-daemon. It prints
+// the archive's path and the image's digest. Load the archive on a node
+// with `ctr -n k8s.io images import FILE`, or push it with
+// `skopeo copy oci-archive:FILE docker://REGISTRY/plexus:TAG`.
 package main
 
 import (
