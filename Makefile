@@ -53,6 +53,18 @@ build: ## Build the CNI shim (bin/plexus), the node daemon (bin/plexus-daemon) a
 	CGO_ENABLED=0 go build -trimpath -o $(BIN)/plexus-daemon ./cmd
 	CGO_ENABLED=0 go build -trimpath -o $(BIN)/plexus-webhook ./cmd/webhook
 
+# The release image: an OCI archive of the static programs (hack/image),
+# named $(IMAGE_NAME):$(VERSION). The same sources give the same digest.
+# `ctr -n k8s.io images import` loads it on a node; skopeo or crane push it
+# (README, "Install").
+VERSION    := $(shell cat VERSION)
+IMAGE_NAME ?= plexus.local/plexus
+IMAGE_DIR  := $(BIN)/images
+
+.PHONY: image
+image: ## Build the release image as an OCI archive, bin/images/plexus-<VERSION>.tar (name: IMAGE_NAME=...).
+	go run ./hack/image/cmd --repo . --ref $(IMAGE_NAME):$(VERSION) --out $(IMAGE_DIR)
+
 .PHONY: cni-plugins
 cni-plugins: $(CNI_BIN)/.static ## Build the reference CNI plugins the tests delegate to (cached).
 # Static, as released plugins are: the daemon runs them from an image with

@@ -2,9 +2,6 @@ package bench
 
 import (
 	"math"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -65,23 +62,5 @@ untyped_thing{b="q\"uote"} 2.5e+06 1700000000
 func TestOpHistogramIsFoundAlone(t *testing.T) {
 	if opHistogram() == prometheus.Gatherer(metrics.Registry) {
 		t.Fatal("plexus_cni_operation_duration_seconds not found by its exact description: update opHistogram's probe to match plugin/cniserver")
-	}
-}
-
-func TestRequireStaticRefusesADynamicShim(t *testing.T) {
-	dir := t.TempDir()
-	for _, tc := range []struct {
-		cgo     string
-		wantErr bool
-	}{{"0", false}, {"1", true}} {
-		out := filepath.Join(dir, "shim-cgo"+tc.cgo)
-		cmd := exec.Command("go", "build", "-o", out, "github.com/plexus-cni/plexus/cmd/plexus")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED="+tc.cgo)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Skipf("building with CGO_ENABLED=%s: %v\n%s", tc.cgo, err, b)
-		}
-		if err := requireStatic(out); (err != nil) != tc.wantErr {
-			t.Errorf("CGO_ENABLED=%s: requireStatic = %v, want an error: %t", tc.cgo, err, tc.wantErr)
-		}
 	}
 }

@@ -10,7 +10,6 @@ package bench
 
 import (
 	"context"
-	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +37,7 @@ import (
 	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
+	"github.com/plexus-cni/plexus/hack/image"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
@@ -123,8 +123,11 @@ type Node struct {
 
 // StartNode starts the API server and the daemon and prepares the node.
 func StartNode(ctx context.Context, cfg Config) (_ *Node, err error) {
-	if err := requireStatic(cfg.Shim); err != nil {
-		return nil, err
+	// A shim linked against the C library would add the loader's work
+	// (about 1 ms here) to every exec the figures measure; the image ships
+	// a static one.
+	if err := image.CheckStatic(cfg.Shim); err != nil {
+		return nil, fmt.Errorf("the shim: %w; make build builds it so, as the image's is", err)
 	}
 	dir, err := os.MkdirTemp("", "plexus-bench")
 	if err != nil {
@@ -594,21 +597,4 @@ func parallel(n, workers int, fn func(i int) error) error {
 		g.Go(func() error { return fn(i) })
 	}
 	return g.Wait()
-}
-
-// requireStatic refuses a shim linked against the C library: the image
-// ships a static one, and a dynamic one would add the loader's work
-// (about 1 ms here) to every exec the figures measure.
-func requireStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("the shim %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("the shim %s is dynamically linked: build it with CGO_ENABLED=0 (make build), as the image is", path)
-		}
-	}
-	return nil
 }

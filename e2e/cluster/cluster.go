@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/plexus-cni/plexus/e2e/images"
+	"github.com/plexus-cni/plexus/hack/image"
 )
 
 // Facts about the cluster that the suite and the demo rely on.
@@ -218,7 +219,7 @@ func (c *Cluster) preflight() error {
 			return fmt.Errorf("missing %s (make cluster-up builds it): %w", f, err)
 		}
 	}
-	if err := images.MustBeStatic(filepath.Join(c.CNIPluginDir, "bridge")); err != nil {
+	if err := image.CheckStatic(filepath.Join(c.CNIPluginDir, "bridge")); err != nil {
 		return fmt.Errorf("the plexus daemon runs the reference plugins from its own image, which has no C library: %w (make cni-plugins builds them static)", err)
 	}
 	if err := c.checkWhereabouts(); err != nil {

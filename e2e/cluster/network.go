@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/plexus-cni/plexus/e2e/images"
+	"github.com/plexus-cni/plexus/hack/image"
 )
 
 // hostDirs are the places outside the state dir that the cluster writes
@@ -269,7 +269,7 @@ func (c *Cluster) installTestPlugins(ctx context.Context) error {
 	}
 	for name, pkg := range TestPlugins {
 		built := c.path("bin", name)
-		if err := images.GoBuild(ctx, c.RepoDir, pkg, built); err != nil {
+		if err := image.GoBuild(ctx, c.RepoDir, pkg, built); err != nil {
 			return fmt.Errorf("test plugin %s: %w", name, err)
 		}
 		data, err := os.ReadFile(built)

@@ -13,7 +13,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/plexus-cni/plexus/e2e/images"
+	"github.com/plexus-cni/plexus/hack/image"
 )
 
 // whereabouts, the cluster-wide IPAM plugin, set up on the node the way
@@ -158,7 +158,7 @@ func (c *Cluster) writeWhereaboutsKubeconfig(token string) error {
 // checkWhereabouts fails unless the build of hack/build-whereabouts.sh is
 // in WhereaboutsDir: the plugin, static, and its CRDs.
 func (c *Cluster) checkWhereabouts() error {
-	if err := images.MustBeStatic(c.whereaboutsPlugin()); err != nil {
+	if err := image.CheckStatic(c.whereaboutsPlugin()); err != nil {
 		return fmt.Errorf("whereabouts (make whereabouts builds it): %w", err)
 	}
 	crds, err := filepath.Glob(filepath.Join(c.WhereaboutsDir, "crds", "*.yaml"))
