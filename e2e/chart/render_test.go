@@ -69,6 +69,17 @@ func (objs objects) ofKind(kind string) objects {
 	return out
 }
 
+// notWebhook is objs less the webhook's (checked by webhook_test.go).
+func (objs objects) notWebhook() objects {
+	var out objects
+	for _, o := range objs {
+		if o.Labels["app.kubernetes.io/component"] != "webhook" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 func (objs objects) keys() []string {
 	var out []string
 	for _, o := range objs {
