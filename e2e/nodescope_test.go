@@ -25,7 +25,7 @@ import (
 func fakeNode(ctx context.Context, name string) {
 	node := &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name}},
-		Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: "plexus.cni.dev/e2e-fake-node", Effect: corev1.TaintEffectNoSchedule}}},
+		Spec:       corev1.NodeSpec{Taints: []corev1.Taint{{Key: "plexus.cni.dev/e2e-fake-node", Effect: corev1.TaintEffectNoSchedule}}},
 	}
 	Expect(k8s.Create(ctx, node)).To(Succeed())
 	DeferCleanup(func(ctx SpecContext) {
