@@ -26,9 +26,9 @@ var layers = []layer{
 	{"core", []string{"plugin/..."}},
 	{"api", []string{"api/..."}},
 	{"adapters", []string{"controllers/kube", "controllers/cniserver", "controllers/delegateapi"}},
-	{"controllers", []string{"controllers", "controllers/controllertest"}},
+	{"controllers", []string{"controllers", "controllers/admission", "controllers/controllertest"}},
 	{"daemon", []string{"cmd/daemon"}},
-	{"cmd", []string{"cmd", "cmd/plexus"}},
+	{"cmd", []string{"cmd", "cmd/plexus", "cmd/webhook"}},
 }
 
 // kubernetesClients are what the core must never link: it reaches the API

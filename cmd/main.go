@@ -19,70 +19,22 @@ import (
 )
 
 func main() {
-	o := daemon.Defaults()
-	var globals, configFile string
-	var defaultNetworks, systemNamespaces string
-	flag.StringVar(&configFile, "config", "",
-		"a YAML file of settings named like these flags (the chart's ConfigMap); flags on the command line win")
-	flag.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	flag.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
-	flag.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
-	flag.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted")
-	flag.StringVar(&o.MultusCacheDir, "multus-cache-dir", o.MultusCacheDir,
-		"Multus's cniDir on the node: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it; empty disables")
-	flag.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
-	flag.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
-	flag.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
-		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
-	flag.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
-		"pods may use network definitions of their own namespace and the global namespaces only")
-	flag.StringVar(&globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
-		"comma-separated namespaces whose network definitions every pod may use")
-	flag.StringVar(&defaultNetworks, "default-networks", "",
-		"comma-separated networks attached to every pod outside the system namespaces, after the default network and before the pod's own (net1, net2, ...): \"name\" (in --default-network-namespace) or \"namespace/name\"")
-	flag.StringVar(&systemNamespaces, "system-namespaces", strings.Join(o.SystemNamespaces, ","),
-		"comma-separated namespaces whose pods do not get --default-networks")
-	flag.StringVar(&o.DefaultNetworkNamespace, "default-network-namespace", o.DefaultNetworkNamespace,
-		"where a bare name in --default-networks or in a pod's v1.multus-cni.io/default-network annotation is looked up (never the pod's namespace); namespace isolation does not apply to those")
-	flag.BoolVar(&o.AddedInterfaceEvents, "added-interface-events", o.AddedInterfaceEvents,
-		"write an AddedInterface Event on a pod per interface it gets; false keeps the API server quiet (NoNetworkFound Warnings are always written)")
-	flag.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
-		"kubelet's pod-resources API, for networks backed by a device plugin resource")
-	flag.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),
-		"the plexus CNI binary to install into the CNI bin dir; empty installs nothing")
-	flag.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
-		"a file (written by the default network) that must exist before plexus's conflist is written")
-	flag.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix,
-		"where the node's root filesystem is mounted in this container: delegates run chrooted into it, as the runtime runs them on the node, and NodeNetworkStatus and Events show paths without it")
-	flag.StringVar(&o.NodePath, "node-path", o.NodePath,
-		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
-	flag.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
-		"rename leftover meta-plugin configs (Multus's, its plugin binary gone) in the conf dir to <name>"+controllers.SetAsideSuffix+", so that the runtime no longer reads them; false only reports them (the node is not Ready)")
-	flag.StringVar(&o.DelegateAPISocket, "delegate-api-socket", o.DelegateAPISocket,
-		"in --hotplug=delegate-api mode, the node path of the unix socket the dynamic networks controller calls (its multusSocketPath)")
-	flag.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
-	flag.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
-	flag.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,
-		"who acts when a running pod's networks annotation changes: builtin (the daemon attaches and detaches), "+
-			"delegate-api (the dynamic networks controller, through plexus's delegate API), or off")
-	flag.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
-	flag.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
-	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
-	zapOpts.BindFlags(flag.CommandLine)
+	f := bindFlags(flag.CommandLine)
 	flag.Parse()
-	if configFile != "" {
-		if err := daemon.ApplyConfigFile(flag.CommandLine, configFile); err != nil {
+	if f.configFile != "" {
+		if err := daemon.ApplyConfigFile(flag.CommandLine, f.configFile, daemon.WebhookSettings); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
 	}
-	o.GlobalNamespaces = splitList(globals)
-	o.DefaultNetworks, o.SystemNamespaces = splitList(defaultNetworks), splitList(systemNamespaces)
+	o := f.options
+	o.GlobalNamespaces = splitList(f.globals)
+	o.DefaultNetworks, o.SystemNamespaces = splitList(f.defaultNetworks), splitList(f.systemNamespaces)
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
 
-	d, err := daemon.New(ctrl.GetConfigOrDie(), o)
+	d, err := daemon.New(ctrl.GetConfigOrDie(), *o)
 	if err != nil {
 		log.Error(err, "building the daemon")
 		os.Exit(1)
@@ -94,6 +46,71 @@ func main() {
 		log.Error(err, "daemon stopped")
 		os.Exit(1)
 	}
+}
+
+// flags are the daemon's command line; its settings file (--config) sets
+// the same flags.
+type flags struct {
+	options                           *daemon.Options
+	configFile, globals               string
+	defaultNetworks, systemNamespaces string
+	zap                               zap.Options
+}
+
+// bindFlags defines the daemon's flags on fs. daemon.DaemonSettings lists
+// their names for plexus-webhook, which reads the same settings file
+// (TestDaemonSettingsAreTheDaemonsFlags keeps the two equal).
+func bindFlags(fs *flag.FlagSet) *flags {
+	o := daemon.Defaults()
+	f := &flags{options: &o}
+	fs.StringVar(&f.configFile, "config", "",
+		"a YAML file of settings named like these flags (the chart's ConfigMap); flags on the command line win")
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
+	fs.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
+	fs.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted")
+	fs.StringVar(&o.MultusCacheDir, "multus-cache-dir", o.MultusCacheDir,
+		"Multus's cniDir on the node: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it; empty disables")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
+	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
+	fs.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
+		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
+	fs.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
+		"pods may use network definitions of their own namespace and the global namespaces only")
+	fs.StringVar(&f.globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
+		"comma-separated namespaces whose network definitions every pod may use")
+	fs.StringVar(&f.defaultNetworks, "default-networks", "",
+		"comma-separated networks attached to every pod outside the system namespaces, after the default network and before the pod's own (net1, net2, ...): \"name\" (in --default-network-namespace) or \"namespace/name\"")
+	fs.StringVar(&f.systemNamespaces, "system-namespaces", strings.Join(o.SystemNamespaces, ","),
+		"comma-separated namespaces whose pods do not get --default-networks")
+	fs.StringVar(&o.DefaultNetworkNamespace, "default-network-namespace", o.DefaultNetworkNamespace,
+		"where a bare name in --default-networks or in a pod's v1.multus-cni.io/default-network annotation is looked up (never the pod's namespace); namespace isolation does not apply to those")
+	fs.BoolVar(&o.AddedInterfaceEvents, "added-interface-events", o.AddedInterfaceEvents,
+		"write an AddedInterface Event on a pod per interface it gets; false keeps the API server quiet (NoNetworkFound Warnings are always written)")
+	fs.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
+		"kubelet's pod-resources API, for networks backed by a device plugin resource")
+	fs.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),
+		"the plexus CNI binary to install into the CNI bin dir; empty installs nothing")
+	fs.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
+		"a file (written by the default network) that must exist before plexus's conflist is written")
+	fs.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix,
+		"where the node's root filesystem is mounted in this container: delegates run chrooted into it, as the runtime runs them on the node, and NodeNetworkStatus and Events show paths without it")
+	fs.StringVar(&o.NodePath, "node-path", o.NodePath,
+		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
+	fs.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
+		"rename leftover meta-plugin configs (Multus's, its plugin binary gone) in the conf dir to <name>"+controllers.SetAsideSuffix+", so that the runtime no longer reads them; false only reports them (the node is not Ready)")
+	fs.StringVar(&o.DelegateAPISocket, "delegate-api-socket", o.DelegateAPISocket,
+		"in --hotplug=delegate-api mode, the node path of the unix socket the dynamic networks controller calls (its multusSocketPath)")
+	fs.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
+	fs.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
+	fs.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,
+		"who acts when a running pod's networks annotation changes: builtin (the daemon attaches and detaches), "+
+			"delegate-api (the dynamic networks controller, through plexus's delegate API), or off")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	f.zap.BindFlags(fs)
+	return f
 }
 
 // defaultShimSource is the shim shipped beside the daemon in its image.

@@ -145,7 +145,7 @@ func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string, ha
 	if has == nil {
 		has = func(t string) bool { return exists(filepath.Join(binDir, t)) }
 	}
-	if missing := missingPlugins(n, has); len(missing) > 0 {
+	if missing := MissingPlugins(n, has); len(missing) > 0 {
 		return nil, nil, problem(ReasonPluginMissing, "plugin %s not found in %s (delegate %s)",
 			strings.Join(missing, ", "), binDir, pluginTypes(n)), missing
 	}
@@ -155,9 +155,10 @@ func Validate(nad *nadv1.NetworkAttachmentDefinition, confDir, binDir string, ha
 	return n, nil, nil, nil
 }
 
-// missingPlugins lists the plugin and IPAM types of a network that are not
-// installed.
-func missingPlugins(n *netconf.Network, has func(string) bool) []string {
+// MissingPlugins lists, sorted, the plugin and IPAM types of a network
+// that has says are not installed: a node's daemon asks its bin dir, the
+// admission webhook each node's NodeNetworkStatus.status.plugins.
+func MissingPlugins(n *netconf.Network, has func(string) bool) []string {
 	var missing []string
 	check := func(t string) {
 		if t != "" && !slices.Contains(missing, t) && !has(t) {

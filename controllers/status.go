@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,6 +66,11 @@ type StatusReconciler struct {
 	// set-aside count and foreign configs' message last sent as Events.
 	setAsidesReported int
 	foreignReported   string
+	// binDir is the bin dir's listing as last read, and the dir's
+	// modification time then: a status refresh lists the dir again only
+	// when a file was added, removed or renamed in it since.
+	binDir       time.Time
+	binDirListed []string
 }
 
 // Poke asks for a status refresh; it never blocks.
@@ -202,6 +209,7 @@ func (r *StatusReconciler) fill(st *v1alpha1.NodeNetworkStatusStatus) {
 	}
 	st.NetworksRendered, st.NetworksRejected = int32(nets.Rendered), int32(nets.Rejected)
 	st.Rejected, st.Warnings, st.MissingPlugins = nets.RejectedList, nets.Warnings, nets.MissingPlugins
+	st.Plugins = r.plugins()
 	if recs, err := readRecords(r.Records); err == nil {
 		st.Attachments, st.TeardownsPending = int32(recs.sandboxes), int32(recs.failed)
 	}
@@ -289,4 +297,35 @@ func (h HostPaths) status(st *v1alpha1.NodeNetworkStatusStatus) {
 	for i := range st.Conditions {
 		st.Conditions[i].Message = h.Show(st.Conditions[i].Message)
 	}
+}
+
+// plugins lists the plugin binaries of the node's CNI bin dir for
+// status.plugins: the names of its files and links, sorted, hidden ones
+// (a copy being written) left out. The dir is read again only when its
+// modification time changed, so a refresh usually costs one stat. A dir
+// that cannot be read lists nothing.
+func (r *StatusReconciler) plugins() []string {
+	dir := r.Node.BinDir
+	st, err := os.Stat(dir)
+	if err != nil {
+		r.binDir, r.binDirListed = time.Time{}, nil
+		return nil
+	}
+	if !st.ModTime().IsZero() && st.ModTime().Equal(r.binDir) {
+		return slices.Clone(r.binDirListed)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		r.binDir, r.binDirListed = time.Time{}, nil
+		return nil
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		names = append(names, e.Name())
+	}
+	r.binDir, r.binDirListed = st.ModTime(), names
+	return slices.Clone(names)
 }

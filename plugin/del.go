@@ -90,7 +90,7 @@ func (e *Engine) unrecordedDefault(ctx context.Context, req *Request, conf *NetC
 	if len(conf.DefaultNetworkConfig) > 0 {
 		return delegate.Unrecorded(conf.DefaultNetworkConfig, conf.RuntimeConfig, req.IfName, req.Args)
 	}
-	def, err := e.defaultAttachment(ctx, nil, conf, req.IfName)
+	def, err := e.defaultAttachment(ctx, nil, nil, conf, req.IfName)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +127,7 @@ func (e *Engine) StatusCheck(ctx context.Context, req *Request) error {
 	if err != nil {
 		return err
 	}
-	def, err := e.defaultAttachment(ctx, nil, conf, "")
+	def, err := e.defaultAttachment(ctx, nil, nil, conf, "")
 	if err != nil {
 		return err
 	}
@@ -183,7 +183,7 @@ func (e *Engine) GC(ctx context.Context, req *Request) error {
 	}
 	// The runtime's own list names the default network's live attachments
 	// exactly, records or not.
-	if def, err := e.defaultAttachment(ctx, nil, conf, ""); err == nil {
+	if def, err := e.defaultAttachment(ctx, nil, nil, conf, ""); err == nil {
 		if list, err := delegate.ConfList(def); err == nil {
 			networks[list.Name] = list
 			valid[list.Name] = append(valid[list.Name], conf.ValidAttachments...)

@@ -112,22 +112,9 @@ type Engine struct {
 	// Devices finds the device plugin devices of a pod (kubelet's
 	// pod-resources API); nil when the node has none.
 	Devices Devices
-	// IsolateNamespaces restricts pods to definitions of their own
-	// namespace and of GlobalNamespaces.
-	IsolateNamespaces bool
-	GlobalNamespaces  []string
-	// DefaultNetworks are attached to every pod outside SystemNamespaces,
-	// after the default network and before the networks the pod selects,
-	// as net1, net2, ... (the pod's unnamed networks are numbered on
-	// from there). The administrator sets them, so namespace isolation
-	// does not apply to them. (Multus's defaultNetworks.)
-	DefaultNetworks  []k8stypes.NamespacedName
-	SystemNamespaces []string
-	// DefaultNetworkNamespace is where a bare name in a pod's
-	// default-network annotation is looked up, never the pod's own
-	// namespace; isolation does not apply there (Multus's
-	// multusNamespace). Empty uses the pod's namespace.
-	DefaultNetworkNamespace string
+	// PodPolicy is what pods may ask for: namespace isolation and the
+	// default networks (see CheckPodNetworks).
+	PodPolicy
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 

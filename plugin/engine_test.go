@@ -114,14 +114,13 @@ func newFixture(t testing.TB, version string) *fixture {
 		t.Fatal(err)
 	}
 	f.engine = &plugin.Engine{
-		CNI:               libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(root, "cache"), nil),
-		Store:             store,
-		ConfDir:           f.confDir,
-		Pods:              f.pods,
-		Networks:          f.nets,
-		Status:            f.published,
-		IsolateNamespaces: true,
-		GlobalNamespaces:  []string{"default"},
+		CNI:       libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(root, "cache"), nil),
+		Store:     store,
+		ConfDir:   f.confDir,
+		Pods:      f.pods,
+		Networks:  f.nets,
+		Status:    f.published,
+		PodPolicy: plugin.PodPolicy{IsolateNamespaces: true, GlobalNamespaces: []string{"default"}},
 	}
 	return f
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
@@ -29,7 +28,9 @@ func planError(pod *Pod, format string, args ...interface{}) error {
 }
 
 // plan resolves everything an ADD will call, in order, before anything is
-// created: the default network first, then each selected network.
+// created: the pod's annotations checked first (CheckPodNetworks, no
+// lookups), then the default network, the default networks and each
+// selected network.
 func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record.Record, error) {
 	args, podArgs := parseArgs(req.Args)
 	rec := &record.Record{
@@ -48,7 +49,14 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 		rec.Pod = record.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID}
 	}
 
-	def, err := e.defaultAttachment(ctx, pod, conf, req.IfName)
+	var want *PodNetworks
+	if pod != nil {
+		var err error
+		if want, err = e.CheckPodNetworks(pod, req.IfName); err != nil {
+			return nil, err
+		}
+	}
+	def, err := e.defaultAttachment(ctx, pod, want, conf, req.IfName)
 	if err != nil {
 		return nil, err
 	}
@@ -60,27 +68,18 @@ func (e *Engine) plan(ctx context.Context, req *Request, conf *NetConf) (*record
 		return rec, nil
 	}
 	devices := &devicePool{source: e.Devices, pod: pod, containerID: req.ContainerID}
-	defaults, err := e.defaultNetworkAttachments(ctx, pod, args, devices)
+	defaults, err := e.defaultNetworkAttachments(ctx, pod, want.DefaultNetworks, args, devices)
 	if err != nil {
 		return nil, err
 	}
 	rec.Attachments = append(rec.Attachments, defaults...)
-	sels, err := selection.Parse(pod.Annotations[selection.NetworksAnnotation], pod.Namespace)
-	if err != nil {
-		return nil, planError(pod, "%v", err)
-	}
-	if err := checkNames(pod, rec.Attachments, sels); err != nil {
-		return nil, err
-	}
-	if err := checkRouteOwners(pod, sels, len(defaults)); err != nil {
-		return nil, err
-	}
-	for i := range sels {
-		att, err := e.extraAttachment(ctx, pod, &sels[i], len(defaults)+i, args, devices)
+	for i := range want.Selections {
+		sel := &want.Selections[i]
+		att, err := e.extraAttachment(ctx, pod, sel, len(defaults)+i, args, devices)
 		if err != nil {
 			return nil, err
 		}
-		att.Origin, att.InterfaceRequested = record.OriginSelection, sels[i].Interface != ""
+		att.Origin, att.InterfaceRequested = record.OriginSelection, sel.Interface != ""
 		rec.Attachments = append(rec.Attachments, *att)
 	}
 	return rec, nil
@@ -94,29 +93,7 @@ func ifName(sel *selection.Selection, i int) string {
 	if sel.Interface != "" {
 		return sel.Interface
 	}
-	return "net" + strconv.Itoa(i+1)
-}
-
-// checkNames refuses duplicate interface names before anything exists:
-// planned are the attachments before the selections (the default network,
-// then the default networks of --default-networks).
-func checkNames(pod *Pod, planned []record.Attachment, sels []selection.Selection) error {
-	seen := map[string]string{}
-	for i := range planned {
-		seen[planned[i].IfName] = "network " + planned[i].Network
-	}
-	seen[planned[0].IfName] = "the default network"
-	for i := range sels {
-		name := ifName(&sels[i], len(planned)-1+i)
-		if err := selection.CheckIfName(name); err != nil {
-			return planError(pod, "network %s: field \"interface\": %v", sels[i].Key(), err)
-		}
-		if owner, dup := seen[name]; dup {
-			return planError(pod, "network %s: field \"interface\": %q is already used by %s", sels[i].Key(), name, owner)
-		}
-		seen[name] = "network " + sels[i].Key().String()
-	}
-	return nil
+	return netIfName(i)
 }
 
 // defaultAttachment resolves the pod's default network: a definition named
@@ -125,24 +102,20 @@ func checkNames(pod *Pod, planned []record.Attachment, sels []selection.Selectio
 // the pod's, and namespace isolation does not apply to it there (the
 // administrator's namespace, as Multus's multusNamespace); "ns/name" is
 // resolved as any selected network.
-func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf, ifname string) (*record.Attachment, error) {
-	if pod != nil {
-		if v := pod.Annotations[selection.DefaultNetworkAnnotation]; v != "" {
-			key, bare, err := e.defaultNetworkKey(pod, v)
-			if err != nil {
-				return nil, planError(pod, "annotation %s: %v", selection.DefaultNetworkAnnotation, err)
-			}
-			var n *netconf.Network
-			if bare {
-				n, _, err = e.lookup(ctx, pod, key)
-			} else {
-				n, _, err = e.resolve(ctx, pod, key)
-			}
-			if err != nil {
-				return nil, err
-			}
-			return &record.Attachment{Network: key.String(), Default: true, IfName: ifname, Config: n.List.Bytes}, nil
+func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, want *PodNetworks, conf *NetConf, ifname string) (*record.Attachment, error) {
+	if want != nil && want.DefaultNetwork != nil {
+		key := *want.DefaultNetwork
+		var n *netconf.Network
+		var err error
+		if want.DefaultNetworkBare {
+			n, _, err = e.lookup(ctx, pod, key)
+		} else {
+			n, _, err = e.resolve(ctx, pod, key)
 		}
+		if err != nil {
+			return nil, err
+		}
+		return &record.Attachment{Network: key.String(), Default: true, IfName: ifname, Config: n.List.Bytes}, nil
 	}
 	name := conf.DefaultNetwork
 	if name == "" {
@@ -158,34 +131,12 @@ func (e *Engine) defaultAttachment(ctx context.Context, pod *Pod, conf *NetConf,
 	return &record.Attachment{Network: n.List.Name, Default: true, IfName: ifname, Config: n.List.Bytes}, nil
 }
 
-// defaultNetworkKey reads the default-network annotation: the network it
-// names, and whether it named a bare name (no namespace), which is looked
-// up in DefaultNetworkNamespace.
-func (e *Engine) defaultNetworkKey(pod *Pod, v string) (k8stypes.NamespacedName, bool, error) {
-	home := e.DefaultNetworkNamespace
-	if home == "" || home == pod.Namespace {
-		key, err := selection.ParseDefault(v, pod.Namespace)
-		return key, false, err
-	}
-	key, err := selection.ParseDefault(v, home)
-	if err != nil {
-		return key, false, err
-	}
-	// A bare name takes the namespace it is parsed for; a named one keeps
-	// its own whatever that is.
-	asPods, err := selection.ParseDefault(v, pod.Namespace)
-	return key, err == nil && asPods.Namespace != key.Namespace, err
-}
-
 // defaultNetworkAttachments are the DefaultNetworks, for a pod outside the
 // SystemNamespaces: net1, net2, ... in their order, looked up without
 // namespace isolation (the administrator listed them).
-func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, args [][2]string, devices *devicePool) ([]record.Attachment, error) {
-	if len(e.DefaultNetworks) == 0 || slices.Contains(e.SystemNamespaces, pod.Namespace) {
-		return nil, nil
-	}
-	out := make([]record.Attachment, 0, len(e.DefaultNetworks))
-	for i, key := range e.DefaultNetworks {
+func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, keys []k8stypes.NamespacedName, args [][2]string, devices *devicePool) ([]record.Attachment, error) {
+	out := make([]record.Attachment, 0, len(keys))
+	for i, key := range keys {
 		n, resource, err := e.lookup(ctx, pod, key)
 		if err != nil {
 			var te *types.Error
@@ -194,7 +145,7 @@ func (e *Engine) defaultNetworkAttachments(ctx context.Context, pod *Pod, args [
 			}
 			return nil, err
 		}
-		att := &record.Attachment{Network: key.String(), IfName: "net" + strconv.Itoa(i+1), Config: n.List.Bytes,
+		att := &record.Attachment{Network: key.String(), IfName: netIfName(i), Config: n.List.Bytes,
 			Args: args, CapabilityArgs: map[string]interface{}{}, Origin: record.OriginDefaultNetworks}
 		if err := e.deviceParts(ctx, key, n, resource, "", att, devices); err != nil {
 			return nil, err
@@ -251,10 +202,8 @@ func IsMetaConfig(_ string, n *netconf.Network) bool { return MetaPluginType(n) 
 // resolve finds and loads the definition a pod selected, within namespace
 // isolation.
 func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
-	if !e.namespaceAllowed(pod, key.Namespace) {
-		return nil, "", planError(pod, "network %s: namespace isolation: pods of namespace %q may use networks of their own namespace and of %v only; "+
-			"add %q to globalNamespaces (--global-namespaces), or set namespaceIsolation: false (--namespace-isolation=false) to let pods use any namespace's networks",
-			key, pod.Namespace, e.GlobalNamespaces, key.Namespace)
+	if err := e.checkNamespace(pod, key); err != nil {
+		return nil, "", err
 	}
 	return e.lookup(ctx, pod, key)
 }
@@ -286,10 +235,6 @@ func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedNa
 		return nil, "", planError(pod, "network %s: spec.config: delegates to plexus itself", key)
 	}
 	return n, nad.Annotations[ResourceNameAnnotation], nil
-}
-
-func (e *Engine) namespaceAllowed(pod *Pod, ns string) bool {
-	return !e.IsolateNamespaces || ns == pod.Namespace || slices.Contains(e.GlobalNamespaces, ns)
 }
 
 func (e *Engine) extraAttachment(ctx context.Context, pod *Pod, sel *selection.Selection, i int, args [][2]string, devices *devicePool) (*record.Attachment, error) {

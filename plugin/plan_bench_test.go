@@ -89,7 +89,7 @@ func newBenchNode(b *testing.B) *benchNode {
 	pods := benchPods{"team/web": {Namespace: "team", Name: "web", UID: "uid-web", Annotations: map[string]string{
 		"k8s.v1.cni.cncf.io/networks": `[{"name":"static-net","ips":["192.168.77.5/24"],"mac":"02:00:00:00:00:05"},{"name":"hl-net"}]`}}}
 	return &benchNode{
-		engine: &Engine{ConfDir: dir, Pods: pods, Networks: nets, IsolateNamespaces: true, GlobalNamespaces: []string{"default"}},
+		engine: &Engine{ConfDir: dir, Pods: pods, Networks: nets, PodPolicy: PodPolicy{IsolateNamespaces: true, GlobalNamespaces: []string{"default"}}},
 		req: &Request{Command: "ADD", ContainerID: "0123456789abcdef", NetNS: "/var/run/netns/cni-1234", IfName: "eth0",
 			Args:   "IgnoreUnknown=1;K8S_POD_NAMESPACE=team;K8S_POD_NAME=web;K8S_POD_INFRA_CONTAINER_ID=0123456789abcdef;K8S_POD_UID=uid-web",
 			Config: []byte(`{"cniVersion":"1.0.0","name":"defnet","type":"plexus","defaultNetwork":"defnet","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}}`)},

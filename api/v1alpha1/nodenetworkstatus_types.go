@@ -178,6 +178,17 @@ type NodeNetworkStatusStatus struct {
 	// +listType=set
 	MissingPlugins []string `json:"missingPlugins,omitempty"`
 
+	// Plugins lists the plugin binaries in the node's CNI bin dir (file
+	// names, sorted; hidden files and directories left out), as the
+	// daemon last read it: when it starts and then at each status refresh
+	// (every 30 seconds by default). The admission webhook reads it to
+	// warn, when a NetworkAttachmentDefinition is applied, about nodes
+	// lacking a plugin type it names. Empty until the daemon first reads
+	// the dir, and on daemons older than the field.
+	// +optional
+	// +listType=set
+	Plugins []string `json:"plugins,omitempty"`
+
 	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled,
 	// ConfigFirst (False names a config the runtime reads instead of
 	// plexus's: a meta-plugin still installed, a leftover not set aside,

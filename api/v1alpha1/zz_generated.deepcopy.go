@@ -195,6 +195,11 @@ func (in *NodeNetworkStatusStatus) DeepCopyInto(out *NodeNetworkStatusStatus) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Plugins != nil {
+		in, out := &in.Plugins, &out.Plugins
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

@@ -6,21 +6,51 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 
 	"sigs.k8s.io/yaml"
 )
 
-// ApplyConfigFile sets the daemon's flags from a YAML file of settings
-// named like the flags (`namespace-isolation: false`, `global-namespaces:
-// [default, infra]`, `zap-log-level: debug`): how the chart's ConfigMap
-// configures the daemon. A flag given on the command line wins over the
-// file. A list becomes the comma-separated value the flag takes. An
-// unknown setting, a nested map or a value the flag refuses is an error
-// naming the file and the setting, so a typo in a ConfigMap stops the
-// daemon instead of being ignored.
-func ApplyConfigFile(fs *flag.FlagSet, path string) error {
+// DaemonSettings are the names of plexus-daemon's settings: its flags,
+// zap's logging flags included (cmd's TestDaemonSettingsAreTheDaemonsFlags
+// keeps the list equal to them). plexus-webhook reads the same settings
+// file and ignores these, but for PodPolicySettings.
+var DaemonSettings = []string{
+	"added-interface-events", "cni-bin-dir", "cni-conf-dir", "config", "default-network", "default-network-namespace",
+	"default-networks", "delegate-api-socket", "global-namespaces", "health-probe-bind-address", "host-prefix", "hotplug",
+	"kubeconfig", "metrics-bind-address", "multus-cache-dir", "namespace-isolation", "node-name", "node-path",
+	"operation-timeout", "pod-resources-socket", "readiness-indicator-file", "resync", "runtime-cache-dir",
+	"set-aside-leftovers", "shim-source", "socket", "state-dir", "system-namespaces",
+	"zap-devel", "zap-encoder", "zap-log-level", "zap-stacktrace-level", "zap-time-encoding",
+}
+
+// PodPolicySettings are the daemon's settings that decide what a pod may
+// ask for (plugin.PodPolicy): plexus-webhook applies them from the shared
+// settings file too, so that it refuses what the nodes would.
+var PodPolicySettings = []string{
+	"default-network-namespace", "default-networks", "global-namespaces", "namespace-isolation", "system-namespaces",
+}
+
+// WebhookSettings are the names of plexus-webhook's own settings, which
+// the daemon ignores in the shared settings file (cmd/webhook's tests keep
+// the list equal to its flags that the daemon lacks).
+var WebhookSettings = []string{
+	"cert-dir", "cert-secret", "certificates", "port", "service-name", "webhook-configuration",
+}
+
+// ApplyConfigFile sets flags from a YAML file of settings named like the
+// flags (`namespace-isolation: false`, `global-namespaces: [default,
+// infra]`, `zap-log-level: debug`): how the chart's ConfigMap configures
+// the daemon and the webhook. A flag given on the command line wins over
+// the file. A list becomes the comma-separated value the flag takes. A
+// setting named in ignored (the other binary's) is skipped, even when fs
+// has a flag of that name. Any other setting fs has no flag for, a nested
+// map or a value the flag refuses is an error naming the file and the
+// setting, so a typo in a ConfigMap stops the binary instead of being
+// ignored.
+func ApplyConfigFile(fs *flag.FlagSet, path string, ignored []string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
@@ -37,8 +67,14 @@ func ApplyConfigFile(fs *flag.FlagSet, path string) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if name == "config" || fs.Lookup(name) == nil {
-			return fmt.Errorf("config file %s: unknown setting %q (settings are named like the daemon's flags; `plexus-daemon --help` lists them)", path, name)
+		if name == "config" {
+			return fmt.Errorf("config file %s: setting %q: a settings file cannot name another", path, name)
+		}
+		if slices.Contains(ignored, name) {
+			continue
+		}
+		if fs.Lookup(name) == nil {
+			return fmt.Errorf("config file %s: unknown setting %q (settings are named like the flags of plexus-daemon and plexus-webhook; their --help lists them)", path, name)
 		}
 		if onCommandLine[name] {
 			continue

@@ -53,7 +53,7 @@ zap-log-level: 3
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path); err != nil {
+	if err := daemon.ApplyConfigFile(f.fs, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.network != "cbr0" || f.isolate || f.globals != "default,shared-networks" || f.timeout != 45*time.Second || f.logLevel != "3" {
@@ -68,7 +68,7 @@ func TestCommandLineWinsOverConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path); err != nil {
+	if err := daemon.ApplyConfigFile(f.fs, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.logLevel != "error" || f.isolate {
@@ -81,7 +81,7 @@ func TestEmptyConfigFileChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, writeConfig(t, "# nothing set\n")); err != nil {
+	if err := daemon.ApplyConfigFile(f.fs, writeConfig(t, "# nothing set\n"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.globals != "default" || !f.isolate {
@@ -92,7 +92,7 @@ func TestEmptyConfigFileChangesNothing(t *testing.T) {
 func TestBadConfigFileNamesTheSetting(t *testing.T) {
 	for _, tc := range []struct{ name, content, want string }{
 		{"unknown setting", "namespace-isolatoin: false\n", `unknown setting "namespace-isolatoin"`},
-		{"config itself", "config: /other.yaml\n", `unknown setting "config"`},
+		{"config itself", "config: /other.yaml\n", `setting "config": a settings file cannot name another`},
 		{"refused value", "operation-timeout: soon\n", `setting "operation-timeout"`},
 		{"map value", "default-network: {name: x}\n", `setting "default-network": want a string, number, boolean or a list of those, not a map`},
 		{"comma in a list item", "global-namespaces: [\"a,b\"]\n", `holds a comma`},
@@ -104,14 +104,34 @@ func TestBadConfigFileNamesTheSetting(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = daemon.ApplyConfigFile(f.fs, path)
+			err = daemon.ApplyConfigFile(f.fs, path, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
 				t.Errorf("error %v, want one naming %s and saying %q", err, path, tc.want)
 			}
 		})
 	}
 	f, _ := newTestFlags()
-	if err := daemon.ApplyConfigFile(f.fs, filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+	if err := daemon.ApplyConfigFile(f.fs, filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil {
 		t.Error("a missing config file gave no error")
+	}
+}
+
+// The daemon and the webhook read one settings file: each skips the
+// other's settings, even one it has a flag of the same name for, and
+// still refuses a name that is neither's.
+func TestConfigFileSkipsTheOtherBinarysSettings(t *testing.T) {
+	path := writeConfig(t, "port: 9443\ncert-dir: /certs\nzap-log-level: debug\nnamespace-isolation: false\n")
+	f, err := newTestFlags()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := daemon.ApplyConfigFile(f.fs, path, []string{"port", "cert-dir", "zap-log-level"}); err != nil {
+		t.Fatal(err)
+	}
+	if f.logLevel != "info" || f.isolate {
+		t.Errorf("log level %q (want the default: ignored), isolation %t (want the file's false)", f.logLevel, f.isolate)
+	}
+	if err := daemon.ApplyConfigFile(f.fs, path, []string{"port"}); err == nil || !strings.Contains(err.Error(), `unknown setting "cert-dir"`) {
+		t.Errorf("a setting neither binary has: %v", err)
 	}
 }

@@ -141,6 +141,44 @@ func TestInvalidDefinitionsAreRejectedWithAnEventAndInTheNodeStatus(t *testing.T
 	}
 }
 
+// The status lists the bin dir's plugins, for the admission webhook's
+// warnings, and follows the dir: a plugin installed later shows at the
+// next refresh; hidden files (a copy being written) and dirs do not.
+func TestNodeNetworkStatusListsTheBinDirPlugins(t *testing.T) {
+	f := newFixture(t)
+	has := func(names ...string) bool {
+		nns := f.nodeStatus()
+		if nns == nil {
+			return false
+		}
+		for _, n := range names {
+			if !slices.Contains(nns.Status.Plugins, n) {
+				return false
+			}
+		}
+		return true
+	}
+	f.eventually("the reference plugins and the shim listed", func() bool { return has("bridge", "host-local", "macvlan", controllers.ShimName) })
+	if p := f.nodeStatus().Status.Plugins; !slices.IsSorted(p) {
+		t.Errorf("plugins not sorted: %v", p)
+	}
+	for _, name := range []string{"plxlater", ".plxlater.tmp"} {
+		if err := os.WriteFile(filepath.Join(f.opts.CNIBinDir, name), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(f.opts.CNIBinDir, "plxsubdir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.daemon.NodeStatus.Poke()
+	f.eventually("a plugin installed later listed", func() bool { return has("plxlater") })
+	for _, p := range f.nodeStatus().Status.Plugins {
+		if strings.HasPrefix(p, ".") || p == "plxsubdir" {
+			t.Errorf("plugins list %q: %v", p, f.nodeStatus().Status.Plugins)
+		}
+	}
+}
+
 func TestNodeNetworkStatusReflectsTheNode(t *testing.T) {
 	f := newFixture(t)
 	f.eventually("the node's status Ready", func() bool {

@@ -322,24 +322,25 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Current: recordStatus(store)}
 	events := &kube.PodEvents{Config: cfg, NodeName: o.NodeName, DropNormal: !o.AddedInterfaceEvents, Log: log.WithName("events")}
 	engine := &plugin.Engine{
-		CNI:               delegates,
-		RuntimeCNI:        runtimeDelegates,
-		MultusCacheDir:    multusDir,
-		MultusCNI:         cnis[2],
-		Store:             store,
-		ConfDir:           o.CNIConfDir,
-		DefaultNetwork:    o.DefaultNetwork,
-		Pods:              &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
-		Networks:          &kube.Networks{Store: netStore, Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
-		Status:            status,
-		Events:            events,
-		Devices:           &kube.PodResources{Socket: o.PodResourcesSocket},
-		IsolateNamespaces: o.IsolateNamespaces,
-		GlobalNamespaces:  o.GlobalNamespaces,
-
-		DefaultNetworks:         defaultNetworks,
-		SystemNamespaces:        o.SystemNamespaces,
-		DefaultNetworkNamespace: o.DefaultNetworkNamespace,
+		CNI:            delegates,
+		RuntimeCNI:     runtimeDelegates,
+		MultusCacheDir: multusDir,
+		MultusCNI:      cnis[2],
+		Store:          store,
+		ConfDir:        o.CNIConfDir,
+		DefaultNetwork: o.DefaultNetwork,
+		Pods:           &kube.Pods{Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
+		Networks:       &kube.Networks{Store: netStore, Cache: mgr.GetCache(), Live: mgr.GetAPIReader()},
+		Status:         status,
+		Events:         events,
+		Devices:        &kube.PodResources{Socket: o.PodResourcesSocket},
+		PodPolicy: plugin.PodPolicy{
+			IsolateNamespaces:       o.IsolateNamespaces,
+			GlobalNamespaces:        o.GlobalNamespaces,
+			DefaultNetworks:         defaultNetworks,
+			SystemNamespaces:        o.SystemNamespaces,
+			DefaultNetworkNamespace: o.DefaultNetworkNamespace,
+		},
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
 	recorder := mgr.GetEventRecorderFor("plexus")

@@ -80,22 +80,7 @@ type buildError struct{ out string }
 func (e *buildError) Error() string { return e.out }
 
 // assets finds kube-apiserver and etcd built from source (make envtest-assets).
-func assets(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		dir = filepath.Join(plugintest.RepoRoot(t), ".cache", "k8s", "v1.34.4", "bin")
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
-				t.Fatalf("%s not in %s (run `make envtest-assets`)", b, dir)
-			}
-			t.Skipf("%s not in %s (run `make envtest-assets`)", b, dir)
-		}
-	}
-	return dir
-}
+func assets(t *testing.T) string { t.Helper(); return controllertest.Assets(t) }
 
 // counter counts the API requests the daemon makes, by verb and resource.
 type counter struct {

@@ -40,8 +40,8 @@ func Build(ctx context.Context, repoDir, outDir string, progress io.Writer) ([]B
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
 		return nil, err
 	}
-	programs := map[string]string{"pause": "./e2e/images/pause", "plexus-daemon": "./cmd", "plexus": "./cmd/plexus"}
-	for _, name := range []string{"pause", "plexus-daemon", "plexus"} {
+	programs := map[string]string{"pause": "./e2e/images/pause", "plexus-daemon": "./cmd", "plexus": "./cmd/plexus", "plexus-webhook": "./cmd/webhook"}
+	for _, name := range []string{"pause", "plexus-daemon", "plexus", "plexus-webhook"} {
 		start := time.Now()
 		if err := GoBuild(ctx, repoDir, programs[name], filepath.Join(binDir, name)); err != nil {
 			return nil, err
@@ -62,6 +62,10 @@ func Build(ctx context.Context, repoDir, outDir string, progress io.Writer) ([]B
 	if err != nil {
 		return nil, err
 	}
+	webhook, err := read("plexus-webhook")
+	if err != nil {
+		return nil, err
+	}
 	busybox, err := busyboxImage(ctx)
 	if err != nil {
 		return nil, err
@@ -71,7 +75,8 @@ func Build(ctx context.Context, repoDir, outDir string, progress io.Writer) ([]B
 		busybox,
 		{Ref: Plexus, Entrypoint: []string{"/usr/local/bin/plexus-daemon"}, Env: []string{pathEnv},
 			Files: append(baseFiles(), File{Path: "/usr/local/bin/plexus-daemon", Mode: 0o755, Data: daemon},
-				File{Path: "/usr/local/bin/plexus", Mode: 0o755, Data: shim})},
+				File{Path: "/usr/local/bin/plexus", Mode: 0o755, Data: shim},
+				File{Path: "/usr/local/bin/plexus-webhook", Mode: 0o755, Data: webhook})},
 	}
 	var out []Built
 	for _, img := range all {

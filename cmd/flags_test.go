@@ -1,0 +1,34 @@
+package main
+
+import (
+	"flag"
+	"slices"
+	"testing"
+
+	"github.com/plexus-cni/plexus/cmd/daemon"
+)
+
+// plexus-webhook tells the daemon's settings in the shared settings file
+// from typos by daemon.DaemonSettings: it must name exactly the daemon's
+// flags (controller-runtime adds --kubeconfig to the command line).
+func TestDaemonSettingsAreTheDaemonsFlags(t *testing.T) {
+	fs := flag.NewFlagSet("plexus-daemon", flag.ContinueOnError)
+	bindFlags(fs)
+	names := []string{"kubeconfig"}
+	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
+	slices.Sort(names)
+	want := slices.Sorted(slices.Values(daemon.DaemonSettings))
+	if !slices.Equal(names, want) {
+		t.Errorf("the daemon's flags are\n%q\ndaemon.DaemonSettings lists\n%q", names, want)
+	}
+	for _, s := range daemon.PodPolicySettings {
+		if fs.Lookup(s) == nil {
+			t.Errorf("pod policy setting %q is no daemon flag", s)
+		}
+	}
+	for _, s := range daemon.WebhookSettings {
+		if fs.Lookup(s) != nil {
+			t.Errorf("webhook setting %q is a daemon flag too: the daemon would skip it in the settings file", s)
+		}
+	}
+}
