@@ -88,6 +88,7 @@ var _ = Describe("NodeScope: the daemon's ServiceAccount, bound to a pod of anot
 		there := busyboxPod(cluster.PlexusNamespace, "e2e-node-scope-"+strings.TrimPrefix(ns, "e2e-"), "")
 		delete(there.Annotations, "k8s.v1.cni.cncf.io/networks")
 		there.Spec.NodeName = other
+		there.Spec.ServiceAccountName = cluster.Release // a token binds only to a pod of its ServiceAccount
 		Expect(k8s.Create(ctx, there)).To(Succeed())
 
 		c := daemonClient(daemonToken(ctx, there))
