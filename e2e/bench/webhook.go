@@ -72,6 +72,10 @@ func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOpt
 		return res, err
 	}
 
+	before, err := admissionCalls(ctx, cs)
+	if err != nil {
+		return res, err
+	}
 	load := Load1()
 	var with, without []float64
 	for i := 0; i < 2*o.Pods; i++ {
@@ -96,6 +100,11 @@ func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOpt
 			without = append(without, exact)
 		}
 	}
+	after, err := admissionCalls(ctx, cs)
+	if err != nil {
+		return res, err
+	}
+	calls := after.minus(before)
 	w, n := Summarize(with), Summarize(without)
 	return results.Result{
 		Name:       "cluster_webhook_pod_ready_s",
@@ -105,22 +114,27 @@ func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOpt
 		P50:        results.Ptr(round3(w.P50)),
 		P90:        results.Ptr(round3(w.P90)),
 		Params: map[string]interface{}{
-			"pods_per_kind":      o.Pods,
-			"with_webhook_s":     w.params(),
-			"without_webhook_s":  n.params(),
-			"p50_difference_s":   round3(w.P50 - n.P50),
-			"p90_difference_s":   round3(w.P90 - n.P90),
-			"mean_difference_s":  round3(w.Mean - n.Mean),
-			"dither":             o.Dither,
-			"network":            "macvlan+host-local (k8s.v1.cni.cncf.io/networks: bench)",
-			"without_webhook_is": "the pod webhook's namespaceSelector skips the namespace (the API server does not call it); the webhook runs and serves the other namespace",
-			"image":              images.Busybox + " (imagePullPolicy Never, sleep 3600, grace 0)",
-			"method":             "one pod at a time, alternating the webhook's namespace and the skipped one, each Ready before the next is created (after a random 0-1 s wait if dither); time from the create request to a watch seeing Ready=True; each pod checked to have 1 extra entry in network-status; before the run, a dry-run create of a pod with an unparsable annotation is refused in the first namespace and admitted in the second",
-			"raw_with_s":         with,
-			"raw_without_s":      without,
-			"load1_at_start":     load,
-			"load1_at_end":       Load1(),
-			"node":               cluster.NodeName,
+			"pods_per_kind":               o.Pods,
+			"with_webhook_s":              w.params(),
+			"without_webhook_s":           n.params(),
+			"p50_difference_s":            round3(w.P50 - n.P50),
+			"p90_difference_s":            round3(w.P90 - n.P90),
+			"mean_difference_s":           round3(w.Mean - n.Mean),
+			"dither":                      o.Dither,
+			"network":                     "macvlan+host-local (k8s.v1.cni.cncf.io/networks: bench)",
+			"without_webhook_is":          "the pod webhook's namespaceSelector skips the namespace (the API server does not call it); the webhook runs and serves the other namespace",
+			"image":                       images.Busybox + " (imagePullPolicy Never, sleep 3600, grace 0)",
+			"method":                      "one pod at a time, alternating the webhook's namespace and the skipped one, each Ready before the next is created (after a random 0-1 s wait if dither); time from the create request to a watch seeing Ready=True; each pod checked to have 1 extra entry in network-status; before the run, a dry-run create of a pod with an unparsable annotation is refused in the first namespace and admitted in the second",
+			"admission_calls":             calls.count,
+			"admission_call_mean_ms":      round3(1000 * calls.sum / max(calls.count, 1)),
+			"admission_calls_within_5ms":  calls.le5ms,
+			"admission_calls_within_25ms": calls.le25ms,
+			"admission_call_source":       "the API server's apiserver_admission_webhook_admission_duration_seconds for " + podWebhookName + " (CREATE, admitted), its change over the run",
+			"raw_with_s":                  with,
+			"raw_without_s":               without,
+			"load1_at_start":              load,
+			"load1_at_end":                Load1(),
+			"node":                        cluster.NodeName,
 		},
 		Time: time.Now().UTC(),
 	}, nil
@@ -249,4 +263,41 @@ func cleanupWebhookReady(ctx context.Context, cs kubernetes.Interface, dyn dynam
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// webhookCalls is the API server's histogram of its calls of the pod
+// webhook that admitted the pod.
+type webhookCalls struct{ count, sum, le5ms, le25ms float64 }
+
+func (a webhookCalls) minus(b webhookCalls) webhookCalls {
+	return webhookCalls{a.count - b.count, a.sum - b.sum, a.le5ms - b.le5ms, a.le25ms - b.le25ms}
+}
+
+// admissionCalls reads the API server's own timing of its pod webhook
+// calls from its /metrics.
+func admissionCalls(ctx context.Context, cs kubernetes.Interface) (webhookCalls, error) {
+	raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return webhookCalls{}, fmt.Errorf("the API server's metrics: %w", err)
+	}
+	var samples []Sample
+	for _, line := range strings.Split(string(raw), "\n") {
+		if s, ok := parseSample(strings.TrimSpace(line)); ok && strings.HasPrefix(s.Name, "apiserver_admission_webhook_admission_duration_seconds") {
+			samples = append(samples, s)
+		}
+	}
+	const metric = "apiserver_admission_webhook_admission_duration_seconds"
+	match := func(extra ...string) map[string]string {
+		m := map[string]string{"name": podWebhookName, "operation": "CREATE", "rejected": "false"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			m[extra[i]] = extra[i+1]
+		}
+		return m
+	}
+	var c webhookCalls
+	c.count, _ = Sum(samples, metric+"_count", match())
+	c.sum, _ = Sum(samples, metric+"_sum", match())
+	c.le5ms, _ = Sum(samples, metric+"_bucket", match("le", "0.005"))
+	c.le25ms, _ = Sum(samples, metric+"_bucket", match("le", "0.025"))
+	return c, nil
 }
