@@ -1,8 +1,9 @@
 // Package chart_test checks the Helm chart charts/plexus without a cluster:
 // helm lint, what helm template renders with default and non-default
 // values, that the chart and config/ (kustomize) install the same daemon
-// with the same RBAC and CRDs, and that the README's values table is
-// current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
+// with the same RBAC and CRDs, that the node-scope policy does what it says
+// in a real kube-apiserver (envtest), and that the README's values table
+// is current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
 // `make envtest-assets`. Without them the tests skip, or fail when
 // PLEXUS_REQUIRE_REAL is set (as `make test` does).
 package chart_test
