@@ -229,16 +229,20 @@ cluster-up: cluster-deps cluster-tool ## Start a fresh cluster (tearing down a p
 cluster-down: cluster-tool ## Tear the cluster down and clean the node; also after a failed cluster-up.
 	$(call cluster,down)
 
-# Figure 5 of docs/benchmarks.md on the real cluster, on the host's network
+# Figure 5 of docs/benchmarks.md and the admission webhook's cost
+# (cluster_webhook_pod_ready_s) on the real cluster; BENCH_CLUSTER_FLAGS
+# passes options (e.g. -figures webhook -pods 30), on the host's network
 # like e2e (it makes pods and a bridge on the node). The cluster is reused if
 # healthy and torn down afterwards unless KEEP_CLUSTER=1.
+BENCH_CLUSTER_FLAGS ?=
+
 .PHONY: bench-cluster
-bench-cluster: cluster-deps cluster-tool ## Figure 5 cluster_pod_ready_s: pod create to Ready, 3 networks vs none, on the cluster -> bench/results.json.
+bench-cluster: cluster-deps cluster-tool ## Pod create to Ready on the cluster: 3 networks vs none (figure 5), with vs without the webhook -> bench/results.json.
 	go build -o $(BIN)/plexus-bench-cluster ./e2e/bench/cmd/cluster-ready
 	@rc=0; \
 	$(call cluster,up) --reuse || rc=$$?; \
 	if [ $$rc -eq 0 ]; then \
-		$(BIN)/plexus-bench-cluster --cluster-kubeconfig $$($(call cluster,kubeconfig)) --out $(BENCH_OUT)/results.json || rc=$$?; \
+		$(BIN)/plexus-bench-cluster --cluster-kubeconfig $$($(call cluster,kubeconfig)) --out $(BENCH_OUT)/results.json $(BENCH_CLUSTER_FLAGS) || rc=$$?; \
 	fi; \
 	if [ "$(KEEP_CLUSTER)" != 1 ]; then $(call cluster,down) || rc=$$?; \
 	else echo "KEEP_CLUSTER=1: the cluster keeps running (make cluster-down)"; fi; \

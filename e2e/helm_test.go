@@ -143,6 +143,11 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		oldLogs, err := kubectl(ctx, "logs", "-n", cluster.PlexusNamespace, newDaemon.Name, "--previous")
 		Expect(err).To(HaveOccurred(), "a new pod has no previous container: %s", oldLogs)
 
+		// The webhook kept its certificate and CA across the upgrade (the
+		// chart's empty Secret and caBundle-less configuration do not
+		// overwrite what it wrote) and serves again once rolled.
+		waitWebhookServing(ctx)
+
 		// The pod from before the upgrade kept its interfaces and status.
 		got := &corev1.Pod{}
 		Expect(k8s.Get(ctx, client.ObjectKeyFromObject(before), got)).To(Succeed())
@@ -192,6 +197,17 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Eventually(func() []string { return recordsOf(string(multi.UID)) }).WithContext(ctx).WithTimeout(30 * time.Second).Should(BeEmpty())
 
 		uninstall(ctx)
+		// Nothing of the webhook or the policy is left: no configuration
+		// calling a webhook that is gone, no Secret.
+		for _, kind := range []string{"validatingwebhookconfigurations", "validatingadmissionpolicies", "validatingadmissionpolicybindings"} {
+			out, err := kubectl(ctx, "get", kind, "-l", "app.kubernetes.io/instance="+cluster.Release, "-o", "name")
+			Expect(err).NotTo(HaveOccurred())
+			Expect(out).To(BeEmpty(), "%s left after uninstall", kind)
+		}
+		out, err := kubectl(ctx, "get", "secrets,deployments,services,poddisruptionbudgets,serviceaccounts", "-n", cluster.PlexusNamespace,
+			"-l", "app.kubernetes.io/instance="+cluster.Release, "-o", "name")
+		Expect(err).NotTo(HaveOccurred())
+		Expect(out).To(BeEmpty(), "objects left after uninstall")
 		_, err = os.Stat(cluster.PlexusConflist)
 		Expect(errors.Is(err, fs.ErrNotExist)).To(BeTrue(), "%s after uninstall: %v", cluster.PlexusConflist, err)
 		after, err := os.ReadFile(cluster.DefaultConflist)

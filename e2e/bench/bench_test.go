@@ -30,6 +30,17 @@ controller_runtime_reconcile_total{controller="networks",result="success"} 7
 controller_runtime_reconcile_total{controller="networks",result="error"} 2
 controller_runtime_reconcile_total{controller="status",result="success"} 40
 untyped_thing{b="q\"uote"} 2.5e+06 1700000000
+# TYPE webhook_seconds histogram
+webhook_seconds_bucket{name="pods",le="0.005"} 3
+webhook_seconds_bucket{name="pods",le="0.025"} 5
+webhook_seconds_bucket{name="pods",le="+Inf"} 6
+webhook_seconds_sum{name="pods"} 0.5
+webhook_seconds_count{name="pods"} 6
+webhook_seconds_bucket{name="nads",le="0.005"} 1
+webhook_seconds_bucket{name="nads",le="0.025"} 1
+webhook_seconds_bucket{name="nads",le="+Inf"} 1
+webhook_seconds_sum{name="nads"} 0.001
+webhook_seconds_count{name="nads"} 1
 `
 	var parser expfmt.TextParser
 	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
@@ -53,6 +64,16 @@ untyped_thing{b="q\"uote"} 2.5e+06 1700000000
 		if got != c.want || found != c.found {
 			t.Errorf("Sum(%s, %v) = %v, %v; want %v, %v", c.name, c.match, got, found, c.want, c.found)
 		}
+	}
+	h, found := Histogram(families, "webhook_seconds", map[string]string{"name": "pods"})
+	if !found || h.Count != 6 || h.Sum != 0.5 || h.Buckets[0.005] != 3 || h.Buckets[0.025] != 5 {
+		t.Errorf("Histogram(webhook_seconds, pods) = %+v, %v; want 6 observations, sum 0.5, 3 under 5 ms, 5 under 25 ms", h, found)
+	}
+	if h, found := Histogram(families, "webhook_seconds", nil); !found || h.Count != 7 {
+		t.Errorf("Histogram(webhook_seconds) over every series = %+v, %v; want 7 observations", h, found)
+	}
+	if _, found := Histogram(families, "go_goroutines", nil); found {
+		t.Error("Histogram found a histogram in a gauge")
 	}
 }
 

@@ -103,7 +103,7 @@ func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (
 		if networks != "" {
 			want = 3
 		}
-		exact, coarse, err := podReady(ctx, cs, fmt.Sprintf("ready-%02d", i), networks, want, o.Timeout)
+		exact, coarse, err := podReady(ctx, cs, readyNamespace, fmt.Sprintf("ready-%02d", i), networks, want, o.Timeout)
 		if err != nil {
 			return res, err
 		}
@@ -178,12 +178,12 @@ func setupPodReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Int
 	return nil
 }
 
-// podReady creates one pod and waits for it to be Ready. It returns the
+// podReady creates one pod in namespace ns and waits for it to be Ready. It returns the
 // seconds from the create request to the watch event, and the same from
 // the API's own (whole-second) timestamps.
-func podReady(ctx context.Context, cs kubernetes.Interface, name, networks string, extra int, timeout time.Duration) (float64, float64, error) {
+func podReady(ctx context.Context, cs kubernetes.Interface, ns, name, networks string, extra int, timeout time.Duration) (float64, float64, error) {
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: readyNamespace, Labels: map[string]string{"app": "plexus-bench"}},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app": "plexus-bench"}},
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: new(int64),
 			Containers: []corev1.Container{{
@@ -198,11 +198,11 @@ func podReady(ctx context.Context, cs kubernetes.Interface, name, networks strin
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
-	created, err := cs.CoreV1().Pods(readyNamespace).Create(ctx, pod, metav1.CreateOptions{})
+	created, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		return 0, 0, fmt.Errorf("pod %s: %w", name, err)
 	}
-	w, err := cs.CoreV1().Pods(readyNamespace).Watch(ctx, metav1.ListOptions{
+	w, err := cs.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{
 		FieldSelector:   fields.OneTermEqualSelector("metadata.name", name).String(),
 		ResourceVersion: created.ResourceVersion,
 	})
@@ -213,7 +213,7 @@ func podReady(ctx context.Context, cs kubernetes.Interface, name, networks strin
 	for {
 		select {
 		case <-ctx.Done():
-			events, _ := cs.CoreV1().Events(readyNamespace).List(context.WithoutCancel(ctx), metav1.ListOptions{
+			events, _ := cs.CoreV1().Events(ns).List(context.WithoutCancel(ctx), metav1.ListOptions{
 				FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String()})
 			msg := ""
 			if events != nil {

@@ -59,6 +59,34 @@ func Sum(families map[string]*dto.MetricFamily, name string, match map[string]st
 	return total, found
 }
 
+// HistogramTotal is a histogram summed over series: the observations'
+// count and sum, and the cumulative count of each bucket by its upper
+// bound.
+type HistogramTotal struct {
+	Count, Sum float64
+	Buckets    map[float64]float64
+}
+
+// Histogram adds the series of a histogram metric whose labels include
+// match; false when no series matched.
+func Histogram(families map[string]*dto.MetricFamily, name string, match map[string]string) (HistogramTotal, bool) {
+	out := HistogramTotal{Buckets: map[float64]float64{}}
+	found := false
+	for _, m := range families[name].GetMetric() {
+		h := m.GetHistogram()
+		if h == nil || !hasLabels(m, match) {
+			continue
+		}
+		found = true
+		out.Count += float64(h.GetSampleCount())
+		out.Sum += h.GetSampleSum()
+		for _, b := range h.GetBucket() {
+			out.Buckets[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+		}
+	}
+	return out, found
+}
+
 func hasLabels(m *dto.Metric, match map[string]string) bool {
 	for k, v := range match {
 		ok := false

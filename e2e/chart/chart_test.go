@@ -174,6 +174,7 @@ func TestNotes(t *testing.T) {
 		for _, want := range []string{
 			"kubectl -n kube-system rollout status daemonset/plexus",
 			"kubectl get nodenetworkstatuses",
+			"kubectl -n kube-system rollout status deployment/plexus-webhook",
 			"--annotations=k8s.v1.cni.cncf.io/networks=plexus-demo",
 			"/etc/cni/net.d/00-plexus.conflist",
 		} {

@@ -1,8 +1,9 @@
 // Package chart_test checks the Helm chart charts/plexus without a cluster:
 // helm lint, what helm template renders with default and non-default
 // values, that the chart and config/ (kustomize) install the same daemon
-// with the same RBAC and CRDs, and that the README's values table is
-// current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
+// with the same RBAC and CRDs, that the node-scope policy does what it says
+// in a real kube-apiserver (envtest), and that the README's values table
+// is current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
 // `make envtest-assets`. Without them the tests skip, or fail when
 // PLEXUS_REQUIRE_REAL is set (as `make test` does).
 package chart_test
@@ -63,6 +64,17 @@ func (objs objects) ofKind(kind string) objects {
 	var out objects
 	for _, o := range objs {
 		if o.Kind == kind {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// notWebhook is objs less the webhook's (checked by webhook_test.go).
+func (objs objects) notWebhook() objects {
+	var out objects
+	for _, o := range objs {
+		if o.Labels["app.kubernetes.io/component"] != "webhook" {
 			out = append(out, o)
 		}
 	}

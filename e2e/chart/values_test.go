@@ -12,6 +12,7 @@ import (
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
@@ -36,8 +37,8 @@ func TestDefaultValues(t *testing.T) {
 			t.Errorf("%s=%s given, want it left to the daemon", flag, v)
 		}
 	}
-	if s := objs.ofKind("Service"); len(s) != 0 {
-		t.Errorf("Services %q rendered, want none by default", s.keys())
+	if s := objs.ofKind("Service"); len(s) != 1 || s[0].Name != webhookName {
+		t.Errorf("Services %q rendered, want the webhook's alone by default (no metrics Service)", s.keys())
 	}
 	if n := objs.ofKind("NetworkAttachmentDefinition"); len(n) != 0 {
 		t.Errorf("networks %q rendered, want none by default", n.keys())
@@ -162,6 +163,42 @@ func TestCustomValues(t *testing.T) {
 	checkNetworks(t, objs)
 	checkConsistent(t, objs)
 	checkFlagsOnHostPaths(t, objs, &ds)
+	checkCustomWebhook(t, objs)
+}
+
+// checkCustomWebhook: the webhook's values of values-custom.yaml.
+func checkCustomWebhook(t *testing.T, objs objects) {
+	t.Helper()
+	d := webhookDeployment(t, objs, namespace, webhookName)
+	spec := d.Spec.Template.Spec
+	c := spec.Containers[0]
+	if *d.Spec.Replicas != 3 || spec.PriorityClassName != "system-cluster-critical" {
+		t.Errorf("webhook replicas %d, priorityClassName %q", *d.Spec.Replicas, spec.PriorityClassName)
+	}
+	if c.Image != "registry.example.com/net/plexus:v9.8.7" || c.ImagePullPolicy != corev1.PullAlways ||
+		!slices.Equal(spec.ImagePullSecrets, []corev1.LocalObjectReference{{Name: "registry-creds"}}) {
+		t.Errorf("webhook image %q, pull policy %q, secrets %v: want the daemon's", c.Image, c.ImagePullPolicy, spec.ImagePullSecrets)
+	}
+	if got := c.Resources.Requests[corev1.ResourceMemory]; got.Cmp(resource.MustParse("48Mi")) != 0 {
+		t.Errorf("webhook memory request = %s, want 48Mi", got.String())
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "KUBERNETES_SERVICE_HOST" && e.Value == "10.0.0.2" }) {
+		t.Errorf("webhook env %+v: want KUBERNETES_SERVICE_HOST=10.0.0.2", c.Env)
+	}
+	if _, ok := spec.NodeSelector["node-role.kubernetes.io/control-plane"]; !ok || len(spec.Tolerations) != 1 {
+		t.Errorf("webhook nodeSelector %v, tolerations %+v", spec.NodeSelector, spec.Tolerations)
+	}
+	checkWebhookConfiguration(t, webhookConfiguration(t, objs, "plexus"), namespace, webhookName, "Fail", 10)
+	checkCertificate(t, objs, map[string]any{"name": "corp-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"})
+	checkCertManagerWebhook(t, objs)
+	var pdb policyv1.PodDisruptionBudget
+	objs.mustDecode(t, "PodDisruptionBudget", namespace, webhookName, &pdb)
+	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 2 {
+		t.Errorf("PodDisruptionBudget maxUnavailable %v, want 2", pdb.Spec.MaxUnavailable)
+	}
+	if p := objs.ofKind("ValidatingAdmissionPolicy"); len(p) != 0 {
+		t.Errorf("policies %q rendered with nodeScopedAuthority.enabled=false", p.keys())
+	}
 }
 
 // checkNetworks: each of extraNetworks is a definition whose config is the
@@ -227,13 +264,25 @@ func TestReleaseName(t *testing.T) {
 	objs := parse(t, out)
 	want := []string{
 		"ClusterRole /net-plexus",
+		"ClusterRole /net-plexus-webhook",
 		"ClusterRoleBinding /net-plexus",
+		"ClusterRoleBinding /net-plexus-webhook",
 		"ConfigMap networking/net-plexus-config",
 		"DaemonSet networking/net-plexus",
+		"Deployment networking/net-plexus-webhook",
+		"PodDisruptionBudget networking/net-plexus-webhook",
 		"Role networking/net-plexus",
+		"Role networking/net-plexus-webhook",
 		"RoleBinding networking/net-plexus",
+		"RoleBinding networking/net-plexus-webhook",
+		"Secret networking/net-plexus-webhook-cert",
 		"Service networking/net-plexus-metrics",
+		"Service networking/net-plexus-webhook",
 		"ServiceAccount networking/net-plexus",
+		"ServiceAccount networking/net-plexus-webhook",
+		"ValidatingAdmissionPolicy /net-plexus-node-scope",
+		"ValidatingAdmissionPolicyBinding /net-plexus-node-scope",
+		"ValidatingWebhookConfiguration /net-plexus",
 	}
 	if got := objs.keys(); !slices.Equal(got, want) {
 		t.Errorf("objects %q, want %q", got, want)
@@ -245,6 +294,7 @@ func TestReleaseName(t *testing.T) {
 // grants the ClusterRole to, and its selector selects its pods.
 func checkConsistent(t *testing.T, objs objects) {
 	t.Helper()
+	objs = objs.notWebhook()
 	sa, ds, role, binding := objs.ofKind("ServiceAccount"), objs.ofKind("DaemonSet"), objs.ofKind("ClusterRole"), objs.ofKind("ClusterRoleBinding")
 	if len(sa) != 1 || len(ds) != 1 || len(role) != 1 || len(binding) != 1 {
 		t.Fatalf("objects %q: want one ServiceAccount, DaemonSet, ClusterRole, ClusterRoleBinding", objs.keys())

@@ -45,7 +45,15 @@ func (c *Cluster) startControlPlane(ctx context.Context, nodeIP net.IP) error {
 	pki := func(f string) string { return c.path("pki", f) }
 	if err := c.launch("kube-apiserver", c.bin("kube-apiserver"),
 		"--etcd-servers="+etcdClientURL,
-		"--bind-address=127.0.0.1", "--advertise-address="+nodeIP.String(),
+		// Every address, not loopback alone: the admission webhook's pods
+		// are on the pod network, whose only route off the pod leads to
+		// the node's address (its certificate names that address).
+		"--bind-address=0.0.0.0", "--advertise-address="+nodeIP.String(),
+		// There is no kube-proxy, so a Service's ClusterIP leads nowhere:
+		// the API server calls a webhook's Service at one of its
+		// endpoints' addresses instead (the pod IPs, routed on the node),
+		// as it calls aggregated API servers.
+		"--enable-aggregator-routing=true",
 		"--secure-port="+strconv.Itoa(APIServerPort),
 		"--service-cluster-ip-range="+ServiceCIDR,
 		"--authorization-mode=Node,RBAC",

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -27,6 +29,9 @@ func (c *Cluster) Healthy(ctx context.Context) error {
 		if err := c.alive(name); err != nil {
 			return fmt.Errorf("%s is not running", name)
 		}
+	}
+	if err := c.apiServerCurrent(); err != nil {
+		return err
 	}
 	cs, err := c.clientset()
 	if err != nil {
@@ -110,6 +115,31 @@ func (c *Cluster) nodeCurrent() error {
 	for _, f := range []string{WhereaboutsKubeconfig, WhereaboutsConf, filepath.Join(CNIBinDir, "whereabouts")} {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("whereabouts is not set up: %w", err)
+		}
+	}
+	return nil
+}
+
+// apiServerArgs are kube-apiserver flags a cluster started by an older
+// version of this tool may lack; without them the admission webhook cannot
+// be reached, or cannot reach the API server.
+var apiServerArgs = []string{"--bind-address=0.0.0.0", "--enable-aggregator-routing=true"}
+
+// apiServerCurrent fails unless the running kube-apiserver has
+// apiServerArgs.
+func (c *Cluster) apiServerCurrent() error {
+	pid, ok := c.pidOf("kube-apiserver")
+	if !ok {
+		return fmt.Errorf("kube-apiserver is not running")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return err
+	}
+	args := strings.Split(string(b), "\x00")
+	for _, want := range apiServerArgs {
+		if !slices.Contains(args, want) {
+			return fmt.Errorf("kube-apiserver runs without %s (started by an older e2e/cluster)", want)
 		}
 	}
 	return nil

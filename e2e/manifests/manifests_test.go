@@ -55,14 +55,28 @@ func TestObjects(t *testing.T) {
 	sort.Strings(got)
 	want := []string{
 		"ClusterRole /plexus",
+		"ClusterRole /plexus-webhook",
 		"ClusterRoleBinding /plexus",
+		"ClusterRoleBinding /plexus-webhook",
 		"ConfigMap kube-system/plexus-config",
 		"CustomResourceDefinition /" + nadCRD,
 		"CustomResourceDefinition /" + nnsCRD,
 		"DaemonSet kube-system/plexus",
+		"Deployment kube-system/plexus-webhook",
+		"PodDisruptionBudget kube-system/plexus-webhook",
 		"Role kube-system/plexus",
+		"Role kube-system/plexus-webhook",
 		"RoleBinding kube-system/plexus",
+		"RoleBinding kube-system/plexus-webhook",
+		"Secret kube-system/plexus-webhook-cert",
+		"Service kube-system/plexus-webhook",
 		"ServiceAccount kube-system/plexus",
+		"ServiceAccount kube-system/plexus-webhook",
+		// Cluster-scoped: config/default's transformer takes the
+		// namespace kustomize gives them off again.
+		"ValidatingAdmissionPolicy /plexus-node-scope",
+		"ValidatingAdmissionPolicyBinding /plexus-node-scope",
+		"ValidatingWebhookConfiguration /plexus",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("objects:\n got %q\nwant %q", got, want)
@@ -133,6 +147,17 @@ func permissions(m map[string][]string) []string {
 
 func TestClusterRoleBinding(t *testing.T) {
 	r := render(t)
+	// The daemon's and the webhook's, each its ServiceAccount's.
+	for _, n := range []string{name, name + "-webhook"} {
+		b := r.bindings[n]
+		if b == nil {
+			t.Fatalf("no ClusterRoleBinding %s", n)
+		}
+		wantSubjects := []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: n, Namespace: namespace}}
+		if !slices.Equal(b.Subjects, wantSubjects) || b.RoleRef.Name != n {
+			t.Errorf("ClusterRoleBinding %s: %+v %+v, want %+v to %s", n, b.RoleRef, b.Subjects, wantSubjects, n)
+		}
+	}
 	b := r.bindings[name]
 	if b == nil {
 		t.Fatalf("no ClusterRoleBinding %s", name)

@@ -71,3 +71,44 @@ set-aside-leftovers: {{ ne (toString (.Values.migration | default dict).setAside
 delegate-api-socket: {{ clean .Values.hotplug.delegateAPISocket | toJson }}
 {{- end }}
 {{- end -}}
+
+{{/*
+The name of the webhook's Deployment, Service, ServiceAccount, RBAC and
+PodDisruptionBudget.
+*/}}
+{{- define "plexus.webhookName" -}}
+{{- printf "%s-webhook" (include "plexus.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The Secret holding the webhook's serving certificate (tls.crt, tls.key).
+*/}}
+{{- define "plexus.webhookSecret" -}}
+{{- printf "%s-webhook-cert" (include "plexus.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+The labels that select the webhook's pods.
+*/}}
+{{- define "plexus.webhookSelectorLabels" -}}
+{{ include "plexus.selectorLabels" . }}
+app.kubernetes.io/component: webhook
+{{- end -}}
+
+{{/*
+The username the daemon's requests carry: its ServiceAccount's.
+*/}}
+{{- define "plexus.daemonUser" -}}
+{{- printf "system:serviceaccount:%s:%s" .Release.Namespace (include "plexus.fullname" .) -}}
+{{- end -}}
+
+{{/*
+webhook.certificates, checked.
+*/}}
+{{- define "plexus.webhookCertificates" -}}
+{{- $mode := toString .Values.webhook.certificates -}}
+{{- if not (has $mode (list "self" "cert-manager")) -}}
+{{- fail (printf "webhook.certificates must be self or cert-manager, not %q" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
