@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	cradmission "sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
@@ -56,38 +58,25 @@ func scheme() *runtime.Scheme {
 	return s
 }
 
-// webhookConfiguration is the chart's ValidatingWebhookConfiguration, but
+// webhookConfiguration is the ValidatingWebhookConfiguration both installs
+// ship (config/webhook, which e2e/chart holds the chart's to), but
 // failurePolicy Fail: a webhook that is not reached must fail the test,
-// not admit.
-func webhookConfiguration() *admissionv1.ValidatingWebhookConfiguration {
-	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
-	timeout := int32(5)
-	hook := func(name, path, group, resource string, ops ...admissionv1.OperationType) admissionv1.ValidatingWebhook {
-		p := path
-		return admissionv1.ValidatingWebhook{
-			Name:                    name,
-			ClientConfig:            admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: "kube-system", Name: "plexus-webhook", Path: &p}},
-			Rules:                   []admissionv1.RuleWithOperations{{Operations: ops, Rule: admissionv1.Rule{APIGroups: []string{group}, APIVersions: []string{"v1"}, Resources: []string{resource}}}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
-		}
+// not admit. envtest points its Services at the local server.
+func webhookConfiguration(t *testing.T) *admissionv1.ValidatingWebhookConfiguration {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(t), "config", "webhook", "configuration.yaml"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	pods := hook("pods.plexus.cni.dev", admission.PodsPath, "", "pods", admissionv1.Create)
-	pods.MatchConditions = []admissionv1.MatchCondition{{
-		Name: "asks-for-networks",
-		Expression: fmt.Sprintf("has(object.metadata.annotations) && (%q in object.metadata.annotations || %q in object.metadata.annotations)",
-			selection.NetworksAnnotation, selection.DefaultNetworkAnnotation),
-	}}
-	return &admissionv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "plexus"},
-		Webhooks: []admissionv1.ValidatingWebhook{
-			hook("network-attachment-definitions.plexus.cni.dev", admission.NetworksPath, "k8s.cni.cncf.io", "network-attachment-definitions",
-				admissionv1.Create, admissionv1.Update),
-			pods,
-		},
+	c := &admissionv1.ValidatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(data, c); err != nil {
+		t.Fatalf("config/webhook/configuration.yaml: %v", err)
 	}
+	fail := admissionv1.Fail
+	for i := range c.Webhooks {
+		c.Webhooks[i].FailurePolicy = &fail
+	}
+	return c
 }
 
 // warnings collects the API server's warnings of the requests made.
@@ -121,11 +110,23 @@ func (c *countingPods) ValidateCreate(ctx context.Context, obj runtime.Object) (
 	return c.PodValidator.ValidateCreate(ctx, obj)
 }
 
+// countingNetworks counts the definition updates that reach the webhook.
+type countingNetworks struct {
+	*admission.NetworkValidator
+	updates atomic.Int32
+}
+
+func (c *countingNetworks) ValidateUpdate(ctx context.Context, oldObj, newObj runtime.Object) (cradmission.Warnings, error) {
+	c.updates.Add(1)
+	return c.NetworkValidator.ValidateUpdate(ctx, oldObj, newObj)
+}
+
 type fixture struct {
 	t        *testing.T
 	client   client.Client
 	warnings *warnings
 	pods     *countingPods
+	networks *countingNetworks
 }
 
 // newFixture starts an API server with the webhook configuration
@@ -136,7 +137,7 @@ func newFixture(t *testing.T) *fixture {
 	plugintest.RequireRoot(t)
 	crds := filepath.Join(plugintest.RepoRoot(t), "config", "crd")
 	env := controllertest.NewEnvironment(controllertest.Assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
-	env.WebhookInstallOptions = envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionv1.ValidatingWebhookConfiguration{webhookConfiguration()}}
+	env.WebhookInstallOptions = envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionv1.ValidatingWebhookConfiguration{webhookConfiguration(t)}}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
@@ -153,7 +154,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, warnings: &warnings{}, pods: &countingPods{PodValidator: admission.PodValidator{Policy: policy}}}
-	if err := (&admission.NetworkValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	f.networks = &countingNetworks{NetworkValidator: &admission.NetworkValidator{Reader: mgr.GetClient()}}
+	if err := ctrl.NewWebhookManagedBy(mgr).For(&nadv1.NetworkAttachmentDefinition{}).WithValidator(f.networks).Complete(); err != nil {
 		t.Fatal(err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr).For(&corev1.Pod{}).WithValidator(f.pods).Complete(); err != nil {
@@ -345,9 +347,60 @@ func TestNetworkAttachmentDefinitionsAreCheckedWhenApplied(t *testing.T) {
 		if err := f.client.Get(context.Background(), client.ObjectKey{Namespace: "team", Name: "plain"}, n); err != nil {
 			t.Fatal(err)
 		}
+		before := f.networks.updates.Load()
 		n.Spec.Config = `{"cniVersion": "1.0.0"}`
 		if msg := denied(f.client.Update(context.Background(), n)); !strings.Contains(msg, "team/plain") || !strings.Contains(msg, `"type"`) {
 			t.Errorf("update to a config without type: %q, want the webhook's refusal", msg)
+		}
+		if got := f.networks.updates.Load() - before; got != 1 {
+			t.Errorf("%d updates of spec.config reached the webhook, want 1", got)
+		}
+	})
+
+	// A definition the node would reject, stored before the webhook
+	// existed, can still be relabelled, annotated and given finalizers:
+	// such updates never reach the webhook (the configuration's
+	// matchConditions), so a webhook that is down cannot block them
+	// either. A changed resourceName does reach it.
+	t.Run("metadata-only updates of an invalid definition", func(t *testing.T) {
+		// Made while the webhook configuration is away.
+		ctx := context.Background()
+		whc := &admissionv1.ValidatingWebhookConfiguration{}
+		if err := f.client.Get(ctx, client.ObjectKey{Name: "plexus"}, whc); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.client.Delete(ctx, whc); err != nil {
+			t.Fatal(err)
+		}
+		old := nad("stored-before", `{"cniVersion": "1.0.0", "name": "x"}`, nil)
+		f.eventually("an invalid definition admitted without the webhook", func() bool {
+			return f.client.Create(ctx, old.DeepCopy()) == nil
+		})
+		whc.ResourceVersion, whc.UID = "", ""
+		f.create(whc)
+		f.eventually("the webhook refusing again", func() bool {
+			return denied(f.client.Create(ctx, nad("probe", `{"cniVersion": "1.0.0", "name": "x"}`, nil), client.DryRunAll)) != ""
+		})
+		if err := f.client.Get(ctx, client.ObjectKeyFromObject(old), old); err != nil {
+			t.Fatal(err)
+		}
+		before := f.networks.updates.Load()
+		old.Labels = map[string]string{"team": "storage"}
+		old.Annotations = map[string]string{"note": "relabelled"}
+		old.Finalizers = []string{"example.com/keep"}
+		if err := f.client.Update(context.Background(), old); err != nil {
+			t.Fatalf("metadata-only update: %v", err)
+		}
+		old.Finalizers = nil
+		if err := f.client.Update(context.Background(), old); err != nil {
+			t.Fatalf("removing the finalizer: %v", err)
+		}
+		if got := f.networks.updates.Load() - before; got != 0 {
+			t.Errorf("%d metadata-only updates reached the webhook, want none", got)
+		}
+		old.Annotations[resourceKey] = "sriov_netdevice"
+		if msg := denied(f.client.Update(context.Background(), old)); !strings.Contains(msg, resourceKey) {
+			t.Errorf("update to a bad resourceName: %q, want the webhook's refusal", msg)
 		}
 	})
 }

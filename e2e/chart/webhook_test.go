@@ -500,8 +500,8 @@ func checkWebhookConfiguration(t *testing.T, vwc *admissionregistrationv1.Valida
 				}
 			}
 		default:
-			if len(w.MatchConditions) != 0 {
-				t.Errorf("%s: matchConditions %+v, want none", w.Name, w.MatchConditions)
+			if len(w.MatchConditions) != 1 || !strings.Contains(w.MatchConditions[0].Expression, "request.operation != 'UPDATE'") {
+				t.Errorf("%s: matchConditions %+v, want the one that lets only changes of spec or resourceName through", w.Name, w.MatchConditions)
 			}
 		}
 	}
