@@ -122,6 +122,10 @@ verify-manifests: generate manifests ## Fail if generated code or CRDs under api
 		exit 1; \
 	fi
 
+.PHONY: docs
+docs: ## Regenerate the flag tables of docs/configuration.md from the daemon's and the webhook's flags.
+	PLEXUS_UPDATE_DOCS=1 go test ./cmd/ ./cmd/webhook/ -run TestConfigurationPage -count=1
+
 .PHONY: helm-docs
 helm-docs: ## Regenerate the README's Helm values table from charts/plexus/values.yaml.
 	go run ./hack/helm-docs --values $(CHART)/values.yaml --readme README.md

@@ -2,10 +2,13 @@ package main
 
 import (
 	"flag"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/hack/flagsdoc"
+	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 // plexus-webhook tells the daemon's settings in the shared settings file
@@ -31,4 +34,13 @@ func TestDaemonSettingsAreTheDaemonsFlags(t *testing.T) {
 			t.Errorf("webhook setting %q is a daemon flag too: the daemon would skip it in the settings file", s)
 		}
 	}
+}
+
+// docs/configuration.md lists the daemon's flags as bindFlags defines
+// them (`make docs` rewrites the table).
+func TestConfigurationPageListsTheDaemonsFlags(t *testing.T) {
+	fs := flag.NewFlagSet("plexus-daemon", flag.ContinueOnError)
+	bindFlags(fs)
+	flagsdoc.Check(t, filepath.Join(plugintest.RepoRoot(t), "docs", "configuration.md"), "plexus-daemon",
+		flagsdoc.Table(fs, map[string]string{"node-name": "`$NODE_NAME`", "shim-source": "`plexus` beside the daemon binary"}))
 }

@@ -65,14 +65,14 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	f := &flags{options: &o}
 	fs.StringVar(&f.configFile, "config", "",
 		"a YAML file of settings named like these flags (the chart's ConfigMap); flags on the command line win")
-	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME)")
-	fs.StringVar(&o.SocketPath, "socket", o.SocketPath, "unix socket the CNI shim calls")
-	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records and the delegates' result cache")
-	fs.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted")
+	fs.StringVar(&o.NodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name (default $NODE_NAME); the daemon's pod cache holds this node's pods only")
+	fs.StringVar(&o.SocketPath, "socket", o.SocketPath, "the unix socket the CNI shim calls")
+	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records, rendered network definitions and the delegates' result cache; the shim reads the records from there when the daemon is down, so it must survive daemon restarts")
+	fs.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted (/host/var/lib/cni in both installs)")
 	fs.StringVar(&o.MultusCacheDir, "multus-cache-dir", o.MultusCacheDir,
-		"Multus's cniDir on the node: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it; empty disables")
-	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory")
-	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory")
+		"Multus's cniDir on the node, read through --host-prefix: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it (see the README's Teardown); empty disables")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory: where the default network and file-backed definitions are, and where 00-plexus.conflist is written")
+	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory: the delegate plugins, and where the shim is installed; must be under --host-prefix when that is set")
 	fs.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
 		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
 	fs.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
@@ -92,9 +92,9 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&o.ShimSource, "shim-source", defaultShimSource(),
 		"the plexus CNI binary to install into the CNI bin dir; empty installs nothing")
 	fs.StringVar(&o.ReadinessIndicator, "readiness-indicator-file", o.ReadinessIndicator,
-		"a file (written by the default network) that must exist before plexus's conflist is written")
+		"a file the default network writes once it is ready (as /run/flannel/subnet.env): plexus writes its conflist only after it exists")
 	fs.StringVar(&o.HostPrefix, "host-prefix", o.HostPrefix,
-		"where the node's root filesystem is mounted in this container: delegates run chrooted into it, as the runtime runs them on the node, and NodeNetworkStatus and Events show paths without it")
+		"where the node's root filesystem is mounted in this container (/host in both installs): every delegate runs chrooted into it, as the runtime runs it on the node, and NodeNetworkStatus and Events show paths without it; empty runs delegates in the daemon's own root")
 	fs.StringVar(&o.NodePath, "node-path", o.NodePath,
 		"the PATH delegates get on the node when --host-prefix is set (default "+nodeexec.DefaultNodePath+")")
 	fs.BoolVar(&o.SetAsideLeftovers, "set-aside-leftovers", o.SetAsideLeftovers,
@@ -102,12 +102,12 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&o.DelegateAPISocket, "delegate-api-socket", o.DelegateAPISocket,
 		"in --hotplug=delegate-api mode, the node path of the unix socket the dynamic networks controller calls (its multusSocketPath)")
 	fs.DurationVar(&o.Resync, "resync", o.Resync, "how often the CNI conf dir is read again besides its watch")
-	fs.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call")
+	fs.DurationVar(&o.OperationTimeout, "operation-timeout", o.OperationTimeout, "deadline of one CNI call (and of one delegate API call)")
 	fs.StringVar(&o.HotplugMode, "hotplug", o.HotplugMode,
 		"who acts when a running pod's networks annotation changes: builtin (the daemon attaches and detaches), "+
 			"delegate-api (the dynamic networks controller, through plexus's delegate API), or off")
-	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "metrics address; 0 disables")
-	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz and /readyz")
+	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Prometheus metrics address (plexus_cni_operation_duration_seconds and controller-runtime's); 0 disables")
+	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz (liveness) and /readyz (ready once the shim socket serves, the node's conflist and shim are in place and the caches are synced)")
 	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	f.zap.BindFlags(fs)
 	return f

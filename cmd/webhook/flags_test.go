@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/hack/flagsdoc"
+	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 // The webhook's own settings are the ones the daemon skips in the shared
@@ -105,4 +107,12 @@ func TestBadOptionsAreRefused(t *testing.T) {
 			t.Errorf("%v: %v, want an error saying %q", c.args, err, c.want)
 		}
 	}
+}
+
+// docs/configuration.md lists the webhook's flags as bindFlags defines
+// them (`make docs` rewrites the table).
+func TestConfigurationPageListsTheWebhooksFlags(t *testing.T) {
+	fs := flag.NewFlagSet("plexus-webhook", flag.ContinueOnError)
+	bindFlags(fs)
+	flagsdoc.Check(t, filepath.Join(plugintest.RepoRoot(t), "docs", "configuration.md"), "plexus-webhook", flagsdoc.Table(fs, nil))
 }
