@@ -56,7 +56,7 @@ build: ## Build the CNI shim (bin/plexus), the node daemon (bin/plexus-daemon) a
 # The release image: an OCI archive of the static programs (hack/image),
 # named $(IMAGE_NAME):$(VERSION). The same sources give the same digest.
 # `ctr -n k8s.io images import` loads it on a node; skopeo or crane push it
-# (README, "Install").
+# (docs/install.md, "The image").
 VERSION    := $(shell cat VERSION)
 IMAGE_NAME ?= plexus.local/plexus
 IMAGE_DIR  := $(BIN)/images
@@ -127,8 +127,8 @@ docs: ## Regenerate the flag tables of docs/configuration.md from the daemon's a
 	PLEXUS_UPDATE_DOCS=1 go test ./cmd/ ./cmd/webhook/ -run TestConfigurationPage -count=1
 
 .PHONY: helm-docs
-helm-docs: ## Regenerate the README's Helm values table from charts/plexus/values.yaml.
-	go run ./hack/helm-docs --values $(CHART)/values.yaml --readme README.md
+helm-docs: ## Regenerate the Helm values table of docs/install.md from charts/plexus/values.yaml.
+	go run ./hack/helm-docs --values $(CHART)/values.yaml --readme docs/install.md
 
 ##@ Test
 

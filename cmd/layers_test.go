@@ -20,7 +20,7 @@ type layer struct {
 	pkgs []string
 }
 
-// layers is the package graph the README's Layout section describes:
+// layers is the package graph docs/development.md's Layout section describes:
 // core ← api ← adapters ← controllers ← daemon ← cmd.
 var layers = []layer{
 	{"core", []string{"plugin/..."}},
@@ -88,7 +88,7 @@ func listPackages(t *testing.T) []goPackage {
 	return pkgs
 }
 
-// TestImportsRunOneWay keeps the layering of the README's Layout section:
+// TestImportsRunOneWay keeps the layering of docs/development.md's Layout section:
 // no package imports one of a later layer, and the CNI core (plugin/)
 // links no Kubernetes client, so that it can be read, tested and reused
 // without one.

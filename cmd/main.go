@@ -70,7 +70,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&o.StateDir, "state-dir", o.StateDir, "attachment records, rendered network definitions and the delegates' result cache; the shim reads the records from there when the daemon is down, so it must survive daemon restarts")
 	fs.StringVar(&o.RuntimeCacheDir, "runtime-cache-dir", o.RuntimeCacheDir, "the container runtime's CNI result cache, read when a sandbox plexus never attached is deleted (/host/var/lib/cni in both installs)")
 	fs.StringVar(&o.MultusCacheDir, "multus-cache-dir", o.MultusCacheDir,
-		"Multus's cniDir on the node, read through --host-prefix: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it (see the README's Teardown); empty disables")
+		"Multus's cniDir on the node, read through --host-prefix: a DEL of a sandbox plexus never attached also tears down the networks Multus recorded there for it (see docs/how-it-works.md, Teardown); empty disables")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", o.CNIConfDir, "the node's CNI configuration directory: where the default network and file-backed definitions are, and where 00-plexus.conflist is written")
 	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory: the delegate plugins, and where the shim is installed; must be under --host-prefix when that is set")
 	fs.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,

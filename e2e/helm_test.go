@@ -179,7 +179,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 	It("uninstalls: the node conflist goes, the default network serves new pods, nothing leaks", func(ctx SpecContext) {
 		ns, mv, multi := podOnOneNetwork(ctx, "mv", cluster.MacvlanMasters[0], "10.113.0.0/24", "multi")
 		Expect(networkStatus(ctx, multi)).To(HaveLen(2))
-		// A pod that stays across the uninstall, against the README's
+		// A pod that stays across the uninstall, against docs/install.md's
 		// advice; its network's folder goes after the next spec.
 		leftNet = macvlanNAD(ctx, ns, "left", cluster.MacvlanMasters[1], "10.115.0.0/24", "")
 		left = busyboxPod(ns, "left", "left")
@@ -189,7 +189,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		defaultConf, err := os.ReadFile(cluster.DefaultConflist)
 		Expect(err).NotTo(HaveOccurred())
 
-		// README, "Uninstall": the pods with extra networks go first, so
+		// docs/install.md, "Uninstall": the pods with extra networks go first, so
 		// their teardown through plexus releases everything.
 		Expect(k8s.Delete(ctx, multi)).To(Succeed())
 		waitGone(ctx, multi, 2*time.Minute)

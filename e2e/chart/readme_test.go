@@ -8,7 +8,7 @@ import (
 	"github.com/plexus-cni/plexus/e2e/chart/valuesdoc"
 )
 
-// TestReadmeValuesTable: the README's values table is the one values.yaml's
+// TestReadmeValuesTable: the values table of docs/install.md is the one values.yaml's
 // comments generate, and every value has a comment.
 func TestReadmeValuesTable(t *testing.T) {
 	root := repoRoot(t)
@@ -20,7 +20,7 @@ func TestReadmeValuesTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	readme, err := os.ReadFile(filepath.Join(root, "docs", "install.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,6 +29,6 @@ func TestReadmeValuesTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(want) != string(readme) {
-		t.Errorf("README.md's values table is not what %s/values.yaml generates: run `make helm-docs`", chartDir)
+		t.Errorf("docs/install.md's values table is not what %s/values.yaml generates: run `make helm-docs`", chartDir)
 	}
 }

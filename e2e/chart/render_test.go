@@ -2,7 +2,7 @@
 // helm lint, what helm template renders with default and non-default
 // values, that the chart and config/ (kustomize) install the same daemon
 // with the same RBAC and CRDs, that the node-scope policy does what it says
-// in a real kube-apiserver (envtest), and that the README's values table
+// in a real kube-apiserver (envtest), and that docs/install.md's values table
 // is current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
 // `make envtest-assets`. Without them the tests skip, or fail when
 // PLEXUS_REQUIRE_REAL is set (as `make test` does).

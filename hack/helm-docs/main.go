@@ -1,6 +1,6 @@
-// Command helm-docs writes the Helm chart's values table into the README,
+// Command helm-docs writes the Helm chart's values table into docs/install.md,
 // from the comments in values.yaml (see e2e/chart/valuesdoc). `make
-// helm-docs` runs it; e2e/chart fails when the README's table is stale.
+// helm-docs` runs it; e2e/chart fails when the table is stale.
 package main
 
 import (
@@ -14,7 +14,7 @@ import (
 
 func main() {
 	values := flag.String("values", "charts/plexus/values.yaml", "the chart's values.yaml")
-	readme := flag.String("readme", "README.md", "the README holding the table between its markers")
+	readme := flag.String("readme", "docs/install.md", "the page holding the table between its markers")
 	flag.Parse()
 	if err := run(*values, *readme); err != nil {
 		fmt.Fprintln(os.Stderr, "helm-docs:", err)

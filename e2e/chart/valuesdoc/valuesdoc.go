@@ -1,6 +1,6 @@
 // Package valuesdoc turns a Helm chart's values.yaml, documented in place by
-// a comment above every value, into the markdown table the README shows,
-// and splices that table into the README between two markers.
+// a comment above every value, into the markdown table docs/install.md shows,
+// and splices that table into that page between two markers.
 package valuesdoc
 
 import (
@@ -13,7 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Begin and End enclose the generated table in the README.
+// Begin and End enclose the generated table in docs/install.md.
 const (
 	Begin = "<!-- values table: generated from charts/plexus/values.yaml by `make helm-docs`; do not edit -->"
 	End   = "<!-- end of values table -->"
@@ -129,7 +129,7 @@ func Splice(readme []byte, table string) ([]byte, error) {
 	i := strings.Index(s, Begin)
 	j := strings.Index(s, End)
 	if i < 0 || j < i || strings.Count(s, Begin) != 1 || strings.Count(s, End) != 1 {
-		return nil, fmt.Errorf("README: want one %q followed by one %q", Begin, End)
+		return nil, fmt.Errorf("want one %q followed by one %q", Begin, End)
 	}
 	return []byte(s[:i+len(Begin)] + "\n" + table + s[j:]), nil
 }
