@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -27,6 +29,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	cradmission "sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
@@ -56,38 +59,32 @@ func scheme() *runtime.Scheme {
 	return s
 }
 
-// webhookConfiguration is the chart's ValidatingWebhookConfiguration, but
-// failurePolicy Fail: a webhook that is not reached must fail the test,
-// not admit.
-func webhookConfiguration() *admissionv1.ValidatingWebhookConfiguration {
-	fail, none := admissionv1.Fail, admissionv1.SideEffectClassNone
-	timeout := int32(5)
-	hook := func(name, path, group, resource string, ops ...admissionv1.OperationType) admissionv1.ValidatingWebhook {
-		p := path
-		return admissionv1.ValidatingWebhook{
-			Name:                    name,
-			ClientConfig:            admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{Namespace: "kube-system", Name: "plexus-webhook", Path: &p}},
-			Rules:                   []admissionv1.RuleWithOperations{{Operations: ops, Rule: admissionv1.Rule{APIGroups: []string{group}, APIVersions: []string{"v1"}, Resources: []string{resource}}}},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			TimeoutSeconds:          &timeout,
-			AdmissionReviewVersions: []string{"v1"},
+// webhookConfiguration is config/webhook's ValidatingWebhookConfiguration
+// (its rules and matchConditions, as shipped), but failurePolicy Fail: a
+// webhook that is not reached must fail the test, not admit.
+func webhookConfiguration(t *testing.T) *admissionv1.ValidatingWebhookConfiguration {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(t), "config", "webhook", "configuration.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shipped := &admissionv1.ValidatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, shipped); err != nil {
+		t.Fatalf("config/webhook/configuration.yaml: %v", err)
+	}
+	fail := admissionv1.Fail
+	paths := map[string]string{"network-attachment-definitions.plexus.cni.dev": admission.NetworksPath, "pods.plexus.cni.dev": admission.PodsPath}
+	for i := range shipped.Webhooks {
+		w := &shipped.Webhooks[i]
+		if w.ClientConfig.Service == nil || w.ClientConfig.Service.Path == nil || *w.ClientConfig.Service.Path != paths[w.Name] {
+			t.Fatalf("config/webhook: webhook %s calls %+v, want path %q", w.Name, w.ClientConfig.Service, paths[w.Name])
 		}
+		w.FailurePolicy = &fail
 	}
-	pods := hook("pods.plexus.cni.dev", admission.PodsPath, "", "pods", admissionv1.Create)
-	pods.MatchConditions = []admissionv1.MatchCondition{{
-		Name: "asks-for-networks",
-		Expression: fmt.Sprintf("has(object.metadata.annotations) && (%q in object.metadata.annotations || %q in object.metadata.annotations)",
-			selection.NetworksAnnotation, selection.DefaultNetworkAnnotation),
-	}}
-	return &admissionv1.ValidatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "plexus"},
-		Webhooks: []admissionv1.ValidatingWebhook{
-			hook("network-attachment-definitions.plexus.cni.dev", admission.NetworksPath, "k8s.cni.cncf.io", "network-attachment-definitions",
-				admissionv1.Create, admissionv1.Update),
-			pods,
-		},
+	if len(shipped.Webhooks) != len(paths) {
+		t.Fatalf("config/webhook: %d webhooks, want %d", len(shipped.Webhooks), len(paths))
 	}
+	return shipped
 }
 
 // warnings collects the API server's warnings of the requests made.
@@ -121,11 +118,23 @@ func (c *countingPods) ValidateCreate(ctx context.Context, obj runtime.Object) (
 	return c.PodValidator.ValidateCreate(ctx, obj)
 }
 
+// countingNetworks counts the definition updates that reach the webhook.
+type countingNetworks struct {
+	admission.NetworkValidator
+	updates atomic.Int32
+}
+
+func (c *countingNetworks) ValidateUpdate(ctx context.Context, oldObj, newObj runtime.Object) (cradmission.Warnings, error) {
+	c.updates.Add(1)
+	return c.NetworkValidator.ValidateUpdate(ctx, oldObj, newObj)
+}
+
 type fixture struct {
 	t        *testing.T
 	client   client.Client
 	warnings *warnings
 	pods     *countingPods
+	networks *countingNetworks
 }
 
 // newFixture starts an API server with the webhook configuration
@@ -136,7 +145,7 @@ func newFixture(t *testing.T) *fixture {
 	plugintest.RequireRoot(t)
 	crds := filepath.Join(plugintest.RepoRoot(t), "config", "crd")
 	env := controllertest.NewEnvironment(controllertest.Assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
-	env.WebhookInstallOptions = envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionv1.ValidatingWebhookConfiguration{webhookConfiguration()}}
+	env.WebhookInstallOptions = envtest.WebhookInstallOptions{ValidatingWebhooks: []*admissionv1.ValidatingWebhookConfiguration{webhookConfiguration(t)}}
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("starting the API server: %v", err)
@@ -152,8 +161,9 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, warnings: &warnings{}, pods: &countingPods{PodValidator: admission.PodValidator{Policy: policy}}}
-	if err := (&admission.NetworkValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+	f := &fixture{t: t, warnings: &warnings{}, pods: &countingPods{PodValidator: admission.PodValidator{Policy: policy}},
+		networks: &countingNetworks{NetworkValidator: admission.NetworkValidator{Reader: mgr.GetClient()}}}
+	if err := ctrl.NewWebhookManagedBy(mgr).For(&nadv1.NetworkAttachmentDefinition{}).WithValidator(f.networks).Complete(); err != nil {
 		t.Fatal(err)
 	}
 	if err := ctrl.NewWebhookManagedBy(mgr).For(&corev1.Pod{}).WithValidator(f.pods).Complete(); err != nil {
@@ -348,6 +358,64 @@ func TestNetworkAttachmentDefinitionsAreCheckedWhenApplied(t *testing.T) {
 		n.Spec.Config = `{"cniVersion": "1.0.0"}`
 		if msg := denied(f.client.Update(context.Background(), n)); !strings.Contains(msg, "team/plain") || !strings.Contains(msg, `"type"`) {
 			t.Errorf("update to a config without type: %q, want the webhook's refusal", msg)
+		}
+	})
+
+	// Any other update never reaches the webhook (the shipped
+	// matchConditions), so that with failurePolicy Fail and the webhook
+	// down a definition can still be relabelled and its finalizers
+	// removed; and the validator admits it should it arrive.
+	t.Run("metadata-only update", func(t *testing.T) {
+		ctx := context.Background()
+		// A definition with no spec at all: the expression must not fail
+		// on the missing key (with Fail, an error refuses the update).
+		bare := &unstructured.Unstructured{Object: map[string]interface{}{
+			"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+			"metadata": map[string]interface{}{"namespace": "team", "name": "specless"},
+		}}
+		f.create(bare)
+		for _, key := range []string{"specless", "plain"} {
+			n := &nadv1.NetworkAttachmentDefinition{}
+			if err := f.client.Get(ctx, client.ObjectKey{Namespace: "team", Name: key}, n); err != nil {
+				t.Fatal(err)
+			}
+			// Patches, as kubectl makes them: an Update of the typed
+			// object would add the missing spec.
+			patch := func(change func()) error {
+				base := n.DeepCopy()
+				change()
+				return f.client.Patch(ctx, n, client.MergeFrom(base))
+			}
+			before := f.networks.updates.Load()
+			if err := patch(func() {
+				n.Labels = map[string]string{"relabelled": "yes"}
+				if n.Annotations == nil {
+					n.Annotations = map[string]string{}
+				}
+				n.Annotations["note"] = "x"
+				n.Finalizers = []string{"example.com/hold"}
+			}); err != nil {
+				t.Fatalf("%s: metadata-only update: %v", key, err)
+			}
+			if err := patch(func() { n.Finalizers = nil }); err != nil {
+				t.Fatalf("%s: removing the finalizer: %v", key, err)
+			}
+			if got := f.networks.updates.Load() - before; got != 0 {
+				t.Errorf("%s: %d metadata-only updates reached the webhook, want none", key, got)
+			}
+			before = f.networks.updates.Load()
+			if msg := denied(patch(func() { n.Annotations[resourceKey] = "sriov_netdevice" })); !strings.Contains(msg, resourceKey) {
+				t.Errorf("%s: update to a resourceName without a domain: %q, want the webhook's refusal", key, msg)
+			}
+			if got := f.networks.updates.Load() - before; got != 1 {
+				t.Errorf("%s: %d requests reached the webhook for a changed resourceName, want 1", key, got)
+			}
+		}
+		old := nad("stale", `{"cniVersion": "1.0.0"}`, nil)
+		relabelled := old.DeepCopy()
+		relabelled.Labels = map[string]string{"relabelled": "yes"}
+		if w, err := (&admission.NetworkValidator{}).ValidateUpdate(ctx, old, relabelled); err != nil || len(w) != 0 {
+			t.Errorf("validator: relabelling an invalid definition: %q, %v; want it admitted silently", w, err)
 		}
 	})
 }
