@@ -76,7 +76,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.o.CertDir, "cert-dir", f.o.CertDir, "the serving certificate and key (tls.crt, tls.key): the Secret --cert-secret mounted")
 	fs.StringVar(&f.o.Certificates, "certificates", f.o.Certificates,
 		"self: the webhook makes and rotates its CA and serving certificate in the Secret --cert-secret and injects the CA into --webhook-configuration; "+
-			"external: they come from elsewhere (cert-manager), the webhook only serves what --cert-dir holds")
+			"external: they come from elsewhere (cert-manager), the webhook only serves what --cert-dir holds, not ready until tls.crt and tls.key there load as a key pair")
 	fs.StringVar(&f.o.CertSecret, "cert-secret", f.o.CertSecret, "in self mode, the Secret (in $POD_NAMESPACE, existing) the certificates are written to")
 	fs.StringVar(&f.o.WebhookConfiguration, "webhook-configuration", f.o.WebhookConfiguration,
 		"in self mode, the ValidatingWebhookConfiguration whose caBundle the webhook sets")

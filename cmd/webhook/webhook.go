@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -132,7 +133,7 @@ func run(ctx context.Context, cfg *rest.Config, o Options) error {
 		}
 	case CertificatesExternal:
 		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-			return waitForFile(ctx, filepath.Join(o.CertDir, "tls.crt"), certsReady)
+			return waitForCertificates(ctx, o.CertDir, certsReady)
 		})); err != nil {
 			return err
 		}
@@ -171,19 +172,24 @@ func run(ctx context.Context, cfg *rest.Config, o Options) error {
 	return mgr.Start(ctx)
 }
 
-// waitForFile closes ready once path exists, as certificates written by
-// someone else (cert-manager, into the mounted Secret) appear.
-func waitForFile(ctx context.Context, path string, ready chan struct{}) error {
+// waitForCertificates closes ready once dir holds a usable serving
+// certificate and key (certsUsable), as certificates written by someone
+// else (cert-manager, into the mounted Secret) appear. The chart's Secret
+// for cert-manager starts with tls.crt and tls.key present but empty: the
+// files existing is not enough, and serving them would fail the webhook
+// server and with it the process.
+func waitForCertificates(ctx context.Context, dir string, ready chan struct{}) error {
 	log := ctrl.Log.WithName("certificates")
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for waited := 0; ; waited++ {
-		if _, err := os.Stat(path); err == nil {
+		err := certsUsable(dir)
+		if err == nil {
 			close(ready)
 			return nil
 		}
 		if waited%30 == 0 {
-			log.Info("waiting for the serving certificate", "file", path)
+			log.Info("waiting for the serving certificate", "dir", dir, "reason", err.Error())
 		}
 		select {
 		case <-ctx.Done():
@@ -191,4 +197,11 @@ func waitForFile(ctx context.Context, path string, ready chan struct{}) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// certsUsable says whether dir's tls.crt and tls.key load as a key pair,
+// as the webhook server loads them; the error says what is wrong.
+func certsUsable(dir string) error {
+	_, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
+	return err
 }

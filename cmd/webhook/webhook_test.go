@@ -3,10 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -199,4 +204,128 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// selfSigned writes a self-signed serving certificate and its key into
+// dir as tls.crt and tls.key, and returns the certificate's PEM.
+func selfSigned(t *testing.T, dir string) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "plexus-webhook.test.svc"},
+		DNSNames: []string{"plexus-webhook.test.svc"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	for name, data := range map[string][]byte{"tls.crt": crt, "tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return crt
+}
+
+// The wait for certificates from elsewhere does not end on absent files,
+// nor on the empty ones the chart's cert-manager Secret is mounted with
+// until cert-manager fills it (serving those would stop the webhook), and
+// ends on a key pair. Each call checks once: its context is already done.
+func TestExternalCertificatesMustBeAKeyPair(t *testing.T) {
+	dir := t.TempDir()
+	done, cancel := context.WithCancel(context.Background())
+	cancel()
+	check := func() bool {
+		ready := make(chan struct{})
+		if err := waitForCertificates(done, dir, ready); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ready:
+			return true
+		default:
+			return false
+		}
+	}
+	if check() {
+		t.Error("no files: ready")
+	}
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(dir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if check() {
+		t.Error("empty tls.crt and tls.key: ready")
+	}
+	selfSigned(t, dir)
+	if !check() {
+		t.Errorf("a key pair: not ready (%v)", certsUsable(dir))
+	}
+}
+
+// With certificates from elsewhere (cert-manager), the webhook started
+// on the chart's Secret as first mounted, tls.crt and tls.key empty, waits
+// for them instead of failing, and serves them once written.
+func TestExternalCertificatesAreAwaited(t *testing.T) {
+	plugintest.RequireRoot(t)
+	crds := filepath.Join(plugintest.RepoRoot(t), "config", "crd")
+	env := controllertest.NewEnvironment(controllertest.Assets(t), filepath.Join(crds, "npwg"), filepath.Join(crds, "bases"))
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	o := Defaults()
+	o.Certificates = CertificatesExternal
+	o.Namespace = "plexus-system"
+	o.Port = freePort(t)
+	o.CertDir = t.TempDir()
+	o.ProbeAddr = "127.0.0.1:" + fmt.Sprint(freePort(t))
+	for _, f := range []string{"tls.crt", "tls.key"} {
+		if err := os.WriteFile(filepath.Join(o.CertDir, f), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	runCtx, cancel := context.WithCancel(context.Background())
+	go func() { done <- run(runCtx, cfg, o) }()
+	t.Cleanup(func() { cancel(); <-done })
+	readyz := func() int {
+		resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	ended := func() bool {
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("the webhook stopped on empty certificate files: %v", err)
+		default:
+		}
+		return false
+	}
+	eventually(t, "/readyz answering", func() bool { return ended() || readyz() != 0 })
+	if code := readyz(); code == http.StatusOK {
+		t.Errorf("/readyz %d on empty certificate files", code)
+	}
+	crt := selfSigned(t, o.CertDir)
+	eventually(t, "/readyz ok once the certificate is written", func() bool { return ended() || readyz() == http.StatusOK })
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(crt)
+	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(o.Port)), &tls.Config{RootCAs: pool, ServerName: "plexus-webhook.test.svc"})
+	if err != nil {
+		t.Fatalf("TLS to the webhook with the written certificate: %v", err)
+	}
+	conn.Close()
 }

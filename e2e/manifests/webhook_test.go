@@ -87,6 +87,10 @@ func TestWebhookConfiguration(t *testing.T) {
 			!strings.Contains(w.MatchConditions[0].Expression, "'k8s.v1.cni.cncf.io/networks' in object.metadata.annotations")) {
 			t.Errorf("%s: matchConditions %+v, want the network annotations'", w.Name, w.MatchConditions)
 		}
+		if w.Name == "network-attachment-definitions.plexus.cni.dev" && (len(w.MatchConditions) != 1 ||
+			!strings.Contains(w.MatchConditions[0].Expression, "request.operation != 'UPDATE'")) {
+			t.Errorf("%s: matchConditions %+v, want creates and updates of spec or resourceName only", w.Name, w.MatchConditions)
+		}
 	}
 	if want := []string{"network-attachment-definitions.plexus.cni.dev", "pods.plexus.cni.dev"}; !slices.Equal(names, want) {
 		t.Errorf("webhooks %q, want %q", names, want)
