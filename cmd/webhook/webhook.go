@@ -115,7 +115,7 @@ func run(ctx context.Context, cfg *rest.Config, o Options) error {
 	switch o.Certificates {
 	case CertificatesSelf:
 		dns := o.DNSNames()
-		err = rotator.AddRotator(mgr, &rotator.CertRotator{
+		err = rotator.AddRotator(scopedManager{Manager: mgr, cfg: o.scopedConfig(cfg)}, &rotator.CertRotator{
 			SecretKey:      k8stypes.NamespacedName{Namespace: o.Namespace, Name: o.CertSecret},
 			CertDir:        o.CertDir,
 			CAName:         "plexus-webhook-ca",
@@ -205,3 +205,45 @@ func certsUsable(dir string) error {
 	_, err := tls.LoadX509KeyPair(filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"))
 	return err
 }
+
+// scopedManager hands the certificate rotator a config of its own
+// (scopedConfig): the rotator builds its cache of Secrets and webhook
+// configurations from the manager's config.
+type scopedManager struct {
+	manager.Manager
+	cfg *rest.Config
+}
+
+func (m scopedManager) GetConfig() *rest.Config { return m.cfg }
+
+// scopedConfig narrows cfg's list and watch requests of the Secrets of the
+// webhook's namespace and of the ValidatingWebhookConfigurations to the
+// two objects the webhook keeps (--cert-secret, --webhook-configuration),
+// with a metadata.name field selector. The API server authorizes such a
+// request against RBAC rules naming that object, so the webhook's roles
+// grant get, list, watch and update of those two objects only, not the
+// read of every Secret in its namespace (kube-system in both installs)
+// that the rotator's namespace-wide cache would otherwise need.
+func (o *Options) scopedConfig(cfg *rest.Config) *rest.Config {
+	names := map[string]string{
+		"/api/v1/namespaces/" + o.Namespace + "/secrets":                        o.CertSecret,
+		"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations": o.WebhookConfiguration,
+	}
+	c := rest.CopyConfig(cfg)
+	c.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+			if name, ok := names[r.URL.Path]; ok && r.Method == http.MethodGet && r.URL.Query().Get("fieldSelector") == "" {
+				r = r.Clone(r.Context())
+				q := r.URL.Query()
+				q.Set("fieldSelector", "metadata.name="+name)
+				r.URL.RawQuery = q.Encode()
+			}
+			return rt.RoundTrip(r)
+		})
+	})
+	return c
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -26,11 +26,16 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers/admission"
@@ -43,6 +48,52 @@ func init() { ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr))) }
 // podIP is the webhook pod's address in the test: an address on lo, since
 // the API server refuses loopback addresses in EndpointSlices.
 const podIP = "10.250.77.1"
+
+// shippedRoles creates config/webhook/role.yaml's ClusterRole and Role
+// (the Role in ns), binds them to a user of their own and returns that
+// user's config.
+func shippedRoles(t *testing.T, env *envtest.Environment, c client.Client, ns string) *rest.Config {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(t), "config", "webhook", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "plexus-webhook"
+	ctx := context.Background()
+	for _, d := range controllertest.SplitYAML(t, data) {
+		subject := []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}}
+		var objs []client.Object
+		switch d.Kind {
+		case "ClusterRole":
+			role := &rbacv1.ClusterRole{}
+			if err := yaml.UnmarshalStrict(d.Raw, role); err != nil {
+				t.Fatal(err)
+			}
+			objs = append(objs, role, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: d.Kind, Name: role.Name}, Subjects: subject})
+		case "Role":
+			role := &rbacv1.Role{}
+			if err := yaml.UnmarshalStrict(d.Raw, role); err != nil {
+				t.Fatal(err)
+			}
+			role.Namespace = ns
+			objs = append(objs, role, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name, Namespace: ns},
+				RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: d.Kind, Name: role.Name}, Subjects: subject})
+		default:
+			t.Fatalf("config/webhook/role.yaml: unexpected %s", d.Key())
+		}
+		for _, o := range objs {
+			if err := c.Create(ctx, o); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rest.CopyConfig(u.Config())
+}
 
 // In self mode the webhook fills the (empty) Secret with a CA and a
 // serving certificate for its Service's DNS names, puts the CA into the
@@ -110,9 +161,25 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 			FailurePolicy: &fail, SideEffects: &none, AdmissionReviewVersions: []string{"v1"},
 		}}})
 
+	// The webhook runs as a user bound to the shipped roles
+	// (config/webhook/role.yaml), which name its Secret and its webhook
+	// configuration: it may not read the namespace's other Secrets.
+	whCfg := shippedRoles(t, env, c, o.Namespace)
+	create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: "other"}, StringData: map[string]string{"token": "x"}})
+	wc, err := client.New(whCfg, client.Options{Scheme: daemon.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wc.List(ctx, &corev1.SecretList{}, client.InNamespace(o.Namespace)); !apierrors.IsForbidden(err) {
+		t.Errorf("the webhook's identity listing every Secret of its namespace: %v, want forbidden", err)
+	}
+	if err := wc.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: "other"}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the webhook's identity reading another Secret: %v, want forbidden", err)
+	}
+
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- run(runCtx, cfg, o) }()
+	go func() { done <- run(runCtx, whCfg, o) }()
 	t.Cleanup(func() { cancel(); <-done })
 
 	secret := &corev1.Secret{}

@@ -535,8 +535,7 @@ func checkWebhookRBAC(t *testing.T, objs objects, ns, name string, self bool) {
 	want := []rbacv1.PolicyRule{{APIGroups: []string{"plexus.cni.dev"}, Resources: []string{"nodenetworkstatuses"}, Verbs: []string{"get", "list", "watch"}}}
 	if self {
 		want = append(want,
-			rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, Verbs: []string{"get", "list", "watch"}},
-			rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, ResourceNames: []string{vwc}, Verbs: []string{"update"}})
+			rbacv1.PolicyRule{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingwebhookconfigurations"}, ResourceNames: []string{vwc}, Verbs: []string{"get", "list", "watch", "update"}})
 	}
 	same(t, "ClusterRole "+name+" rules", role.Rules, want)
 	var r rbacv1.Role
@@ -550,8 +549,7 @@ func checkWebhookRBAC(t *testing.T, objs objects, ns, name string, self bool) {
 	objs.mustDecode(t, "Role", ns, name, &r)
 	objs.mustDecode(t, "RoleBinding", ns, name, &rb)
 	same(t, "Role "+name+" rules", r.Rules, []rbacv1.PolicyRule{
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{name + "-cert"}, Verbs: []string{"update"}},
+		{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{name + "-cert"}, Verbs: []string{"get", "list", "watch", "update"}},
 	})
 	if !slices.Equal(rb.Subjects, subjects) || rb.RoleRef.Name != name || rb.RoleRef.Kind != "Role" {
 		t.Errorf("RoleBinding %s: %+v %+v", name, rb.RoleRef, rb.Subjects)

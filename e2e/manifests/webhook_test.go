@@ -51,10 +51,10 @@ func TestWebhookRoles(t *testing.T) {
 		return out
 	}
 	want := []string{
-		"admissionregistration.k8s.io/validatingwebhookconfigurations get ",
-		"admissionregistration.k8s.io/validatingwebhookconfigurations list ",
+		"admissionregistration.k8s.io/validatingwebhookconfigurations get plexus",
+		"admissionregistration.k8s.io/validatingwebhookconfigurations list plexus",
 		"admissionregistration.k8s.io/validatingwebhookconfigurations update plexus",
-		"admissionregistration.k8s.io/validatingwebhookconfigurations watch ",
+		"admissionregistration.k8s.io/validatingwebhookconfigurations watch plexus",
 		"plexus.cni.dev/nodenetworkstatuses get ",
 		"plexus.cni.dev/nodenetworkstatuses list ",
 		"plexus.cni.dev/nodenetworkstatuses watch ",
@@ -62,7 +62,7 @@ func TestWebhookRoles(t *testing.T) {
 	if got := flat(role.Rules); !slices.Equal(got, want) {
 		t.Errorf("ClusterRole %s-webhook:\n got %q\nwant %q", name, got, want)
 	}
-	wantNS := []string{"/secrets get ", "/secrets list ", "/secrets update plexus-webhook-cert", "/secrets watch "}
+	wantNS := []string{"/secrets get plexus-webhook-cert", "/secrets list plexus-webhook-cert", "/secrets update plexus-webhook-cert", "/secrets watch plexus-webhook-cert"}
 	if got := flat(nsRole.Rules); !slices.Equal(got, wantNS) {
 		t.Errorf("Role %s/%s-webhook:\n got %q\nwant %q", namespace, name, got, wantNS)
 	}
