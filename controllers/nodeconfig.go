@@ -70,7 +70,12 @@ type NodeConfig struct {
 	// uninstalled (see Owner); if so the conflist is removed, so that the
 	// node's default network serves new pods again. Nil keeps it always.
 	Uninstalled func(context.Context) (bool, string)
-	Log         logr.Logger
+	// OnStop, if set, is told as the daemon stops what became of the
+	// node: reason ReasonDaemonStopped (the conflist stays for the next
+	// daemon) or ReasonUninstalled, and a message saying what new pods
+	// get meanwhile. It shares the stop's few seconds.
+	OnStop func(ctx context.Context, reason, message string)
+	Log    logr.Logger
 
 	mu    sync.Mutex
 	state NodeState
@@ -208,19 +213,31 @@ func (c *NodeConfig) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
+	reason, message := c.stopping(ctx)
+	if c.OnStop != nil {
+		c.OnStop(ctx, reason, message)
+	}
+}
+
+// stopping keeps or removes the conflist and says what became of the node.
+func (c *NodeConfig) stopping(ctx context.Context) (reason, message string) {
 	gone, why := c.Uninstalled(ctx)
 	path := filepath.Join(c.ConfDir, ConfigFileName)
 	if !gone {
 		c.Log.Info("stopping; the node conflist stays for the next daemon", "conflist", path, "because", why)
-		return
+		return ReasonDaemonStopped, fmt.Sprintf("the daemon stopped (%s): %s stays for the next daemon; until it serves, "+
+			"new pods' sandboxes fail and kubelet retries them", why, ConfigFileName)
 	}
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
 		c.Log.Error(err, "plexus was uninstalled, but its conflist could not be removed: pods on this node will fail to start until it is", "conflist", path, "because", why)
-		return
+		return ReasonUninstalled, fmt.Sprintf("plexus was uninstalled from this node (%s), but %s could not be removed (%v): "+
+			"new pods fail to start until it is removed by hand", why, path, err)
 	}
 	c.Log.Info("plexus was uninstalled: removed the node conflist, so the default network serves new pods directly", "conflist", path, "because", why)
+	return ReasonUninstalled, fmt.Sprintf("plexus was uninstalled from this node (%s): %s was removed, "+
+		"so new pods get the node's default network alone", why, ConfigFileName)
 }
 
 // Sync brings the shim and the conflist up to date once.

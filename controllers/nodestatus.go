@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	events "k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -58,6 +60,10 @@ type StatusReconciler struct {
 	Log       logr.Logger
 
 	trigger chan event.GenericEvent
+	// writeMu orders Reconcile's status write and Stopped's: once the
+	// daemon stopped, no late reconcile overwrites what Stopped wrote.
+	writeMu sync.Mutex
+	stopped bool
 	// restoresReported is the node config's restore count last sent as
 	// an Event; only Reconcile, which the controller never runs
 	// concurrently, touches it.
@@ -97,6 +103,11 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if req.Name != r.NodeName {
 		return ctrl.Result{}, nil
 	}
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	if r.stopped {
+		return ctrl.Result{}, nil
+	}
 	nns := &v1alpha1.NodeNetworkStatus{}
 	err := r.Client.Get(ctx, req.NamespacedName, nns)
 	if apierrors.IsNotFound(err) {
@@ -116,6 +127,39 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	r.reportRestore(next)
 	r.reportForeign(next)
 	return ctrl.Result{RequeueAfter: statusResync}, nil
+}
+
+// Reasons of the Ready condition a stopping daemon leaves on its node's
+// NodeNetworkStatus: ReasonDaemonStopped for a restart (an upgrade, an
+// eviction; the next daemon sets Ready again once it serves) and
+// ReasonUninstalled when plexus left the node for good.
+const (
+	ReasonDaemonStopped = "DaemonStopped"
+	ReasonUninstalled   = "Uninstalled"
+)
+
+// Stopped sets the node's Ready condition False with reason and message as
+// the daemon stops, so that a node whose daemon is gone never reads as
+// serving; no reconcile writes after it. It reads live (the cache has
+// stopped) and retries on conflict; a node without a status is left so;
+// an uninstall may have revoked the daemon's credentials already, so a
+// refusal is logged, not returned.
+func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
+	r.stopped = true
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		nns := &v1alpha1.NodeNetworkStatus{}
+		if err := r.Live.Get(ctx, client.ObjectKey{Name: r.NodeName}, nns); err != nil {
+			return err
+		}
+		meta.SetStatusCondition(&nns.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
+			Reason: reason, Message: r.HostPaths.Show(message)})
+		return r.Client.Status().Update(ctx, nns)
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		r.Log.Info("could not mark the node's NodeNetworkStatus not Ready as the daemon stops", "node", r.NodeName, "reason", reason, "error", err.Error())
+	}
 }
 
 // ReasonConfigRestored is the reason of the Warning Event on a node's

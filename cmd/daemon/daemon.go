@@ -370,6 +370,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName,
 		NodeName: o.NodeName, Log: log.WithName("owner")}
 	node.Uninstalled = owner.Uninstalled
+	node.OnStop = nodeStatus.Stopped
 	// ADD takes the default network the node config found (it watches the
 	// conf dir) rather than reading every file of the conf dir.
 	engine.DefaultFound = func() *netconf.Network { return node.State().Default }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
 )
 
@@ -53,6 +55,25 @@ func (f *fixture) conflist() string {
 	return filepath.Join(f.opts.CNIConfDir, controllers.ConfigFileName)
 }
 
+// readyAs requires the node's Ready condition to be status with reason,
+// its message containing text.
+func (f *fixture) readyAs(status metav1.ConditionStatus, reason, text string) {
+	f.t.Helper()
+	c := f.condition(v1alpha1.ConditionReady)
+	if c == nil || c.Status != status || c.Reason != reason || !strings.Contains(c.Message, text) {
+		f.t.Errorf("Ready condition %+v, want %s %s with %q", c, status, reason, text)
+	}
+}
+
+// serving waits for the node's Ready condition to be True.
+func (f *fixture) serving() {
+	f.t.Helper()
+	f.eventually("the node status Ready", func() bool {
+		c := f.condition(v1alpha1.ConditionReady)
+		return c != nil && c.Status == metav1.ConditionTrue
+	})
+}
+
 func (f *fixture) requireFile(path string, want bool) {
 	f.t.Helper()
 	_, err := os.Stat(path)
@@ -76,18 +97,23 @@ func TestUninstallRemovesTheNodeConflistARestartKeepsIt(t *testing.T) {
 	}
 	f.installDaemonSet(f.opts.PodName, nil)
 	f.ownerKnown()
+	f.serving()
 
 	f.stopDaemon()
 	f.requireFile(f.conflist(), true)
+	// A node whose daemon is gone never reads as serving.
+	f.readyAs(metav1.ConditionFalse, controllers.ReasonDaemonStopped, "00-plexus.conflist stays for the next daemon")
 
 	f.startDaemon(f.daemonCfg)
 	f.ownerKnown()
+	f.serving()
 	if err := f.client.Delete(context.Background(), &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace}},
 		client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
 	f.stopDaemon()
 	f.requireFile(f.conflist(), false)
+	f.readyAs(metav1.ConditionFalse, controllers.ReasonUninstalled, "00-plexus.conflist was removed, so new pods get the node's default network alone")
 	if after, err := os.ReadFile(defaultConf); err != nil || string(after) != string(before) {
 		t.Errorf("the default network's config changed: %v\n%s", err, after)
 	}
@@ -144,9 +170,11 @@ func TestNodeOutOfTheNodeSelectorRemovesTheNodeConflist(t *testing.T) {
 
 	f.startDaemon(f.daemonCfg)
 	f.ownerKnown()
+	f.serving()
 	label("false")
 	f.stopDaemon()
 	f.requireFile(f.conflist(), false)
+	f.readyAs(metav1.ConditionFalse, controllers.ReasonUninstalled, "no longer matches DaemonSet")
 }
 
 // Without its pod's name the daemon cannot tell, and keeps the conflist.
