@@ -36,14 +36,14 @@ func main() {
 
 	d, err := daemon.New(ctrl.GetConfigOrDie(), *o)
 	if err != nil {
-		log.Error(err, "building the daemon")
+		log.Error(err, "Building the daemon")
 		os.Exit(1)
 	}
-	log.Info("starting", "node", o.NodeName, "socket", o.SocketPath, "stateDir", o.StateDir,
+	log.Info("Starting", "node", o.NodeName, "socket", o.SocketPath, "stateDir", o.StateDir,
 		"confDir", o.CNIConfDir, "binDir", o.CNIBinDir, "namespaceIsolation", o.IsolateNamespaces,
 		"globalNamespaces", o.GlobalNamespaces, "hotplug", o.HotplugMode)
 	if err := d.Manager.Start(ctrl.SetupSignalHandler()); err != nil {
-		log.Error(err, "daemon stopped")
+		log.Error(err, "Daemon stopped")
 		os.Exit(1)
 	}
 }

@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	events "k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
@@ -69,7 +71,6 @@ type BypassedPods struct {
 	Every time.Duration
 	// OnChange is told when the count or the list changed.
 	OnChange func()
-	Log      logr.Logger
 
 	// checkMu serialises Check; suspects (when each pod was first seen
 	// bypassed) and reported (the pods that got their Event) are its.
@@ -88,6 +89,7 @@ func (b *BypassedPods) NeedLeaderElection() bool { return false }
 // Start checks until ctx ends: every Every, or after settle while a pod
 // waits for its second sighting.
 func (b *BypassedPods) Start(ctx context.Context) error {
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithName("bypassed"))
 	for {
 		wait := b.every()
 		if b.Check(ctx) {
@@ -126,14 +128,15 @@ func (b *BypassedPods) Summary() (int, []v1alpha1.BypassedPod) {
 func (b *BypassedPods) Check(ctx context.Context) bool {
 	b.checkMu.Lock()
 	defer b.checkMu.Unlock()
+	log := ctrl.LoggerFrom(ctx).WithValues("node", b.NodeName)
 	pods := &corev1.PodList{}
 	if err := b.Pods.List(ctx, pods); err != nil {
-		b.Log.Error(err, "listing the node's pods to find those plexus never attached", "node", b.NodeName)
+		log.Error(err, "Listing the node's pods to find those plexus never attached")
 		return false
 	}
 	recs, err := readRecords(b.Records)
 	if err != nil {
-		b.Log.Error(err, "reading the attachment records to find pods plexus never attached", "node", b.NodeName)
+		log.Error(err, "Reading the attachment records to find pods plexus never attached")
 		return false
 	}
 	now := time.Now()
@@ -161,7 +164,7 @@ func (b *BypassedPods) Check(ctx context.Context) bool {
 			continue
 		}
 		found = append(found, req.entry(p))
-		b.report(p, req)
+		b.report(log, p, req)
 	}
 	b.suspects = suspects
 	for uid := range b.reported {
@@ -174,7 +177,7 @@ func (b *BypassedPods) Check(ctx context.Context) bool {
 }
 
 // report sends a pod's Event, once per pod UID.
-func (b *BypassedPods) report(p *corev1.Pod, req request) {
+func (b *BypassedPods) report(log logr.Logger, p *corev1.Pod, req request) {
 	if b.reported == nil {
 		b.reported = map[k8stypes.UID]bool{}
 	}
@@ -183,8 +186,8 @@ func (b *BypassedPods) report(p *corev1.Pod, req request) {
 	}
 	b.reported[p.UID] = true
 	b.Recorder.Event(p, corev1.EventTypeWarning, ReasonNetworksNotAttached, req.message())
-	b.Log.Info("pod runs without the networks it asks for: plexus never attached its sandbox; deleting the pod recreates it through plexus",
-		"pod", p.Namespace+"/"+p.Name, "uid", p.UID, "node", b.NodeName, "networks", req.networks, "defaultNetwork", req.defaultNetwork)
+	log.Info("Pod runs without the networks it asks for: plexus never attached its sandbox; deleting the pod recreates it through plexus",
+		"pod", klog.KObj(p), "podUID", p.UID, "networks", req.networks, "defaultNetwork", req.defaultNetwork)
 }
 
 // publish keeps the count and the capped, sorted list, and tells OnChange

@@ -10,13 +10,13 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/go-logr/logr"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -107,7 +107,6 @@ type Hotplug struct {
 	// Activity counts what was added, removed and failed, for the node's
 	// NodeNetworkStatus; nil counts nothing.
 	Activity *HotplugActivity
-	Log      logr.Logger
 
 	mu      sync.Mutex
 	warned  map[k8stypes.UID]map[string]bool
@@ -252,6 +251,7 @@ func (a *HotplugActivity) Status() *v1alpha1.HotplugStatus {
 
 // Reconcile brings one pod's sandbox in line with its networks annotation.
 func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithValues("pod", klog.KRef(req.Namespace, req.Name)))
 	pod := &corev1.Pod{}
 	if err := h.Reader.Get(ctx, req.NamespacedName, pod); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -266,7 +266,7 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	ref := record.PodRef{Namespace: pod.Namespace, Name: pod.Name, UID: string(pod.UID)}
 	if pod.Spec.HostNetwork {
 		if strings.TrimSpace(value) != "" {
-			h.warnOnce(ref, "host-network", fmt.Sprintf(
+			h.warnOnce(ctx, ref, "host-network", fmt.Sprintf(
 				"pod %s/%s runs in the node's network namespace (spec.hostNetwork: true): the networks of its annotation %s cannot be attached "+
 					"or hot-plugged; remove the annotation, or run the pod without hostNetwork", pod.Namespace, pod.Name, selection.NetworksAnnotation))
 		}
@@ -289,20 +289,20 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 	}
 	sels, err := selection.Parse(value, pod.Namespace)
 	if err != nil {
-		h.warnOnce(ref, "parse:"+value, fmt.Sprintf("pod %s/%s: hot-plug: %v; nothing attached or detached until the annotation %s is fixed",
+		h.warnOnce(ctx, ref, "parse:"+value, fmt.Sprintf("pod %s/%s: hot-plug: %v; nothing attached or detached until the annotation %s is fixed",
 			pod.Namespace, pod.Name, err, selection.NetworksAnnotation))
 		return ctrl.Result{}, nil
 	}
 	plan := planHotplug(req.NamespacedName, sels, rec, h.defaults)
 	for _, r := range plan.Refused {
-		h.warnOnce(ref, "refused:"+r.Message, r.Message)
+		h.warnOnce(ctx, ref, "refused:"+r.Message, r.Message)
 	}
 	failed, blocked := false, false // something to retry; something failed or was refused
 	held := map[string]bool{}       // interface names a failed detach still holds
 	for i := range plan.Detach {
 		a := &plan.Detach[i]
 		if err := h.Engine.Detach(ctx, rec.ContainerID, a.IfName, false); err != nil {
-			failed = h.failure(ref, a.Network, a.IfName, "detach", err) || failed
+			failed = h.failure(ctx, ref, a.Network, a.IfName, "detach", err) || failed
 			blocked = true
 			held[a.IfName] = true
 			continue
@@ -320,7 +320,7 @@ func (h *Hotplug) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result,
 			return ctrl.Result{}, nil // torn down meanwhile: the next sandbox's ADD takes the annotation
 		}
 		if err != nil {
-			failed = h.failure(ref, sel.Key().String(), sel.Interface, "attach", err) || failed
+			failed = h.failure(ctx, ref, sel.Key().String(), sel.Interface, "attach", err) || failed
 			blocked = true
 			continue
 		}
@@ -392,11 +392,11 @@ func addedMessage(sel *selection.Selection, res *current.Result) string {
 // and not retried: a change of the pod or of a definition it names starts
 // the next try. Anything else (a delegate's failure) is a HotplugFailed
 // Warning, counted in NodeNetworkStatus, and retried with backoff.
-func (h *Hotplug) failure(pod record.PodRef, network, ifname, op string, err error) bool {
+func (h *Hotplug) failure(ctx context.Context, pod record.PodRef, network, ifname, op string, err error) bool {
 	h.wait(pod, network)
 	var cniErr *types.Error
 	if errors.As(err, &cniErr) && cniErr.Code == types.ErrInvalidNetworkConfig {
-		h.warnOnce(pod, "refused:"+err.Error(), fmt.Sprintf("pod %s/%s: hot-plug %s of network %s (interface %q) refused: %v; fix the annotation %s or the network, and it is tried again",
+		h.warnOnce(ctx, pod, "refused:"+err.Error(), fmt.Sprintf("pod %s/%s: hot-plug %s of network %s (interface %q) refused: %v; fix the annotation %s or the network, and it is tried again",
 			pod.Namespace, pod.Name, op, network, ifname, err, selection.NetworksAnnotation))
 		return false
 	}
@@ -416,7 +416,7 @@ func (h *Hotplug) event(pod record.PodRef, eventType, reason, message string) {
 // warnOnce writes a ReasonHotplugRefused Warning once per pod and key
 // while the daemon runs: such a pod is looked at again on every change of
 // its status, and the same Warning each time would be noise.
-func (h *Hotplug) warnOnce(pod record.PodRef, key, message string) {
+func (h *Hotplug) warnOnce(ctx context.Context, pod record.PodRef, key, message string) {
 	h.mu.Lock()
 	if h.warned == nil {
 		h.warned = map[k8stypes.UID]map[string]bool{}
@@ -431,7 +431,7 @@ func (h *Hotplug) warnOnce(pod record.PodRef, key, message string) {
 	seen[key] = true
 	h.mu.Unlock()
 	if !done {
-		h.Log.Info("hot-plug refused", "pod", pod.Namespace+"/"+pod.Name, "reason", message)
+		ctrl.LoggerFrom(ctx).Info("Hot-plug refused", "reason", message)
 		h.event(pod, corev1.EventTypeWarning, ReasonHotplugRefused, message)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/netconf"
 )
@@ -108,7 +110,7 @@ func (c *NodeConfig) hasPlugin(t string) bool {
 // allowed, wherever they sort (a later one would be the runtime's choice
 // once plexus is uninstalled); what still sorts before plexus's conflist
 // is reported in s.Foreign.
-func (c *NodeConfig) syncForeign(s *NodeState) {
+func (c *NodeConfig) syncForeign(log logr.Logger, s *NodeState) {
 	files, err := netconf.ConfFiles(c.ConfDir)
 	if err != nil {
 		// syncConfig reports an unreadable conf dir; what was found
@@ -138,7 +140,7 @@ func (c *NodeConfig) syncForeign(s *NodeState) {
 		if leftover && !f.Installed && c.SetAsideLeftovers {
 			to, err := setAside(path)
 			if err == nil {
-				c.noteSetAside(s, SetAsideFile{From: path, To: to, MetaPlugin: f.MetaPlugin, At: time.Now()})
+				c.noteSetAside(log, s, SetAsideFile{From: path, To: to, MetaPlugin: f.MetaPlugin, At: time.Now()})
 				continue
 			}
 			f.Error = err.Error()
@@ -148,19 +150,19 @@ func (c *NodeConfig) syncForeign(s *NodeState) {
 		}
 	}
 	if !sameForeign(s.Foreign, foreign) && len(foreign) > 0 {
-		c.Log.Error(errors.New(foreignMessage(foreign, c.BinDir)), "plexus is not in effect on this node: the runtime reads another config first", "conflist", filepath.Join(c.ConfDir, ConfigFileName))
+		log.Error(errors.New(foreignMessage(foreign, c.BinDir)), "Plexus is not in effect on this node: the runtime reads another config first", "path", filepath.Join(c.ConfDir, ConfigFileName))
 	}
 	s.Foreign = foreign
 }
 
-func (c *NodeConfig) noteSetAside(s *NodeState, set SetAsideFile) {
+func (c *NodeConfig) noteSetAside(log logr.Logger, s *NodeState, set SetAsideFile) {
 	s.SetAsides++
 	s.SetAside = append(s.SetAside, set)
 	if len(s.SetAside) > maxSetAsideKept {
 		s.SetAside = s.SetAside[len(s.SetAside)-maxSetAsideKept:]
 	}
-	c.Log.Info("set aside a leftover meta-plugin config: its plugin is gone, and the runtime would call it",
-		"file", set.From, "now", set.To, "metaPlugin", set.MetaPlugin, "restore", "mv "+set.To+" "+set.From)
+	log.Info("Set aside a leftover meta-plugin config: its plugin is gone, and the runtime would call it",
+		"path", set.From, "setAsideAs", set.To, "metaPlugin", set.MetaPlugin, "restore", "mv "+set.To+" "+set.From)
 }
 
 // setAside renames a config to <name>.plexus-set-aside (or .2, .3, ... when

@@ -48,7 +48,7 @@ func TestMetaPluginConfigsAreNeverTheDefaultNetwork(t *testing.T) {
 	for name, content := range files {
 		writeFile(t, filepath.Join(c.ConfDir, name), content)
 	}
-	c.Sync()
+	c.Sync(quiet)
 	s := c.State()
 	if want := filepath.Join(c.ConfDir, "10-real.conflist"); s.DefaultFile != want {
 		t.Fatalf("default network from %q (%s), want %q", s.DefaultFile, s.DefaultError, want)
@@ -70,7 +70,7 @@ func TestLeftoverKeptMakesTheNodeNotReady(t *testing.T) {
 	leftover := filepath.Join(c.ConfDir, "00-multus.conf")
 	writeFile(t, leftover, confMultus)
 	writeFile(t, filepath.Join(c.ConfDir, "10-real.conflist"), confReal)
-	c.Sync()
+	c.Sync(quiet)
 	s := c.State()
 	if !s.ConfigCurrent || s.Default == nil || s.Default.List.Name != "real" {
 		t.Fatalf("state %+v: want the conflist written, wrapping real", s)
@@ -105,7 +105,7 @@ func TestLeftoversAreSetAsideRestorably(t *testing.T) {
 	writeFile(t, leftover, confMultus)
 	writeFile(t, later, confGenie)
 	writeFile(t, filepath.Join(c.ConfDir, "10-real.conflist"), confReal)
-	c.Sync()
+	c.Sync(quiet)
 	s := c.State()
 	if err := c.Ready(); err != nil || len(s.Foreign) != 0 {
 		t.Fatalf("Ready: %v, foreign %+v; want ready once the leftovers are aside", err, s.Foreign)
@@ -138,13 +138,13 @@ func TestLeftoversAreSetAsideRestorably(t *testing.T) {
 	// Written again, as a Multus daemon still running elsewhere might: the
 	// copy aside already holds it.
 	writeFile(t, leftover, confMultus)
-	c.Sync()
+	c.Sync(quiet)
 	mustNotExist(t, leftover)
 	mustNotExist(t, leftover+controllers.SetAsideSuffix+".2")
 	// Other content: a second copy.
 	other := strings.Replace(confMultus, "0.3.1", "0.4.0", 1)
 	writeFile(t, leftover, other)
-	c.Sync()
+	c.Sync(quiet)
 	mustNotExist(t, leftover)
 	if got := readFile(t, leftover+controllers.SetAsideSuffix+".2"); got != other {
 		t.Errorf("second copy %q", got)
@@ -165,8 +165,8 @@ func TestInstalledMetaPluginIsNeverTouched(t *testing.T) {
 	writeFile(t, installed, confMultusShim)
 	before := stat(t, installed)
 	writeFile(t, filepath.Join(c.ConfDir, "10-real.conflist"), confReal)
-	c.Sync()
-	c.Sync()
+	c.Sync(quiet)
+	c.Sync(quiet)
 	if got, after := readFile(t, installed), stat(t, installed); got != confMultusShim || !after.ModTime().Equal(before.ModTime()) {
 		t.Errorf("installed meta-plugin's config touched: %s", got)
 	}
@@ -190,7 +190,7 @@ func TestInstalledMetaPluginIsNeverTouched(t *testing.T) {
 	if err := os.Remove(filepath.Join(c.BinDir, "multus-shim")); err != nil {
 		t.Fatal(err)
 	}
-	c.Sync()
+	c.Sync(quiet)
 	if err := c.Ready(); err != nil {
 		t.Fatalf("Ready after the uninstall: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestForeignConfigSortingFirstIsReported(t *testing.T) {
 	broken := filepath.Join(c.ConfDir, "00-aaa.conf")
 	writeFile(t, calico, `{"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"calico"}]}`)
 	writeFile(t, broken, `{"cniVersion":`)
-	c.Sync()
+	c.Sync(quiet)
 	s := c.State()
 	if len(s.Foreign) != 2 || s.Foreign[0].File != broken || s.Foreign[1].File != calico ||
 		s.Foreign[0].Reason() != controllers.ReasonForeignConfigFirst || s.Foreign[1].Reason() != controllers.ReasonForeignConfigFirst {
@@ -229,7 +229,7 @@ func TestForeignConfigSortingFirstIsReported(t *testing.T) {
 	if err := os.Remove(broken); err != nil {
 		t.Fatal(err)
 	}
-	c.Sync()
+	c.Sync(quiet)
 	if err := c.Ready(); err != nil {
 		t.Fatalf("Ready once renamed: %v", err)
 	}
@@ -243,7 +243,7 @@ func TestOnlyAMetaPluginsConfigIsNoDefaultNetwork(t *testing.T) {
 	withShim(t, c)
 	c.SetAsideLeftovers = true
 	writeFile(t, filepath.Join(c.ConfDir, "00-multus.conf"), confMultus)
-	c.Sync()
+	c.Sync(quiet)
 	s := c.State()
 	if s.Default != nil || c.Ready() == nil {
 		t.Fatalf("state %+v: want no default network and not Ready", s)

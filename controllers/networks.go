@@ -10,12 +10,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -57,7 +57,6 @@ type NetworkReconciler struct {
 	NodeName  string
 	Recorder  record.EventRecorder
 	OnChange  func()
-	Log       logr.Logger
 
 	mu       sync.Mutex
 	rendered map[k8stypes.NamespacedName]bool
@@ -278,9 +277,10 @@ func sortCap(ps []v1alpha1.NetworkProblem) []v1alpha1.NetworkProblem {
 // deleted while the daemon was down leaves its file behind. It runs once
 // the cache has synced (a manager Runnable).
 func (r *NetworkReconciler) Prune(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("networks")
 	list := &nadv1.NetworkAttachmentDefinitionList{}
 	if err := r.Reader.List(ctx, list); err != nil {
-		r.Log.Error(err, "listing definitions to prune the node store")
+		log.Error(err, "Listing definitions to prune the node store")
 		return nil
 	}
 	live := map[k8stypes.NamespacedName]bool{}
@@ -289,13 +289,13 @@ func (r *NetworkReconciler) Prune(ctx context.Context) error {
 	}
 	keys, err := r.Store.Keys()
 	if err != nil {
-		r.Log.Error(err, "listing the node store")
+		log.Error(err, "Listing the node store")
 		return nil
 	}
 	for _, k := range keys {
 		if !live[k] {
 			if _, err := r.Store.Delete(k); err != nil {
-				r.Log.Error(err, "pruning", "network", k)
+				log.Error(err, "Pruning a deleted definition from the node store", "network", klog.KRef(k.Namespace, k.Name))
 			}
 		}
 	}

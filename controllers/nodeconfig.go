@@ -19,6 +19,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/delegate"
@@ -75,7 +76,6 @@ type NodeConfig struct {
 	// daemon) or ReasonUninstalled, and a message saying what new pods
 	// get meanwhile. It shares the stop's few seconds.
 	OnStop func(ctx context.Context, reason, message string)
-	Log    logr.Logger
 
 	mu    sync.Mutex
 	state NodeState
@@ -150,6 +150,7 @@ func (c *NodeConfig) NeedLeaderElection() bool { return false }
 
 // Start syncs until ctx ends.
 func (c *NodeConfig) Start(ctx context.Context) error {
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithName("nodeconfig"))
 	if err := os.MkdirAll(c.ConfDir, 0o755); err != nil {
 		return err
 	}
@@ -176,11 +177,11 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 	// Until the server can answer, poll quickly rather than wait a resync.
 	wait := time.NewTicker(50 * time.Millisecond)
 	defer wait.Stop()
-	c.Sync()
+	c.Sync(ctx)
 	for {
 		select {
 		case <-ctx.Done():
-			c.stop()
+			c.stop(ctx)
 			return nil
 		case ev := <-w.Events:
 			// Every change to the conflist is looked at, our own rename
@@ -190,28 +191,29 @@ func (c *NodeConfig) Start(ctx context.Context) error {
 			if ev.Op == fsnotify.Chmod {
 				continue
 			}
-			c.Sync()
+			c.Sync(ctx)
 		case err := <-w.Errors:
-			c.Log.Error(err, "watching the CNI conf dir; relying on the periodic resync")
+			ctrl.LoggerFrom(ctx).Error(err, "Watching the CNI conf dir; relying on the periodic resync", "path", c.ConfDir)
 		case <-wait.C:
 			if c.State().ConfigCurrent {
 				wait.Stop()
 				continue
 			}
-			c.Sync()
+			c.Sync(ctx)
 		case <-tick.C:
-			c.Sync()
+			c.Sync(ctx)
 		}
 	}
 }
 
 // stop removes the conflist if plexus was uninstalled, and keeps it
-// otherwise. It has a few seconds: the pod's grace period is short.
-func (c *NodeConfig) stop() {
+// otherwise. It has a few seconds: the pod's grace period is short. ctx,
+// ended, gives the logger only.
+func (c *NodeConfig) stop(ctx context.Context) {
 	if c.Uninstalled == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	reason, message := c.stopping(ctx)
 	if c.OnStop != nil {
@@ -223,37 +225,40 @@ func (c *NodeConfig) stop() {
 func (c *NodeConfig) stopping(ctx context.Context) (reason, message string) {
 	gone, why := c.Uninstalled(ctx)
 	path := filepath.Join(c.ConfDir, ConfigFileName)
+	log := ctrl.LoggerFrom(ctx).WithValues("path", path, "reason", why)
 	if !gone {
-		c.Log.Info("stopping; the node conflist stays for the next daemon", "conflist", path, "because", why)
+		log.Info("Stopping; the node conflist stays for the next daemon")
 		return ReasonDaemonStopped, fmt.Sprintf("the daemon stopped (%s): %s stays for the next daemon; until it serves, "+
 			"new pods' sandboxes fail and kubelet retries them", why, ConfigFileName)
 	}
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
 	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		c.Log.Error(err, "plexus was uninstalled, but its conflist could not be removed: pods on this node will fail to start until it is", "conflist", path, "because", why)
+		log.Error(err, "Plexus was uninstalled, but its conflist could not be removed: pods on this node will fail to start until it is")
 		return ReasonUninstalled, fmt.Sprintf("plexus was uninstalled from this node (%s), but %s could not be removed (%v): "+
 			"new pods fail to start until it is removed by hand", why, path, err)
 	}
-	c.Log.Info("plexus was uninstalled: removed the node conflist, so the default network serves new pods directly", "conflist", path, "because", why)
+	log.Info("Plexus was uninstalled: removed the node conflist, so the default network serves new pods directly")
 	return ReasonUninstalled, fmt.Sprintf("plexus was uninstalled from this node (%s): %s was removed, "+
 		"so new pods get the node's default network alone", why, ConfigFileName)
 }
 
-// Sync brings the shim and the conflist up to date once.
-func (c *NodeConfig) Sync() {
+// Sync brings the shim and the conflist up to date once; it logs with
+// ctx's logger.
+func (c *NodeConfig) Sync(ctx context.Context) {
 	c.syncMu.Lock()
 	defer c.syncMu.Unlock()
+	log := ctrl.LoggerFrom(ctx)
 	next := c.State()
 	c.syncShim(&next)
-	c.syncForeign(&next)
-	c.syncConfig(&next)
+	c.syncForeign(log, &next)
+	c.syncConfig(log, &next)
 	c.mu.Lock()
 	changed := !sameState(c.state, next)
 	c.state = next
 	c.mu.Unlock()
 	if changed {
-		c.Log.Info("node config", "default", next.DefaultFile, "defaultError", next.DefaultError,
+		log.Info("Node config changed", "default", next.DefaultFile, "defaultError", next.DefaultError,
 			"configCurrent", next.ConfigCurrent, "configError", next.ConfigError, "shimInstalled", next.ShimInstalled)
 		if c.OnChange != nil {
 			c.OnChange()
@@ -319,7 +324,7 @@ func stampsOf(paths ...string) ([2]fileStamp, error) {
 	return out, nil
 }
 
-func (c *NodeConfig) syncConfig(s *NodeState) {
+func (c *NodeConfig) syncConfig(log logr.Logger, s *NodeState) {
 	path := filepath.Join(c.ConfDir, ConfigFileName)
 	_, statErr := os.Stat(path)
 	onDisk := statErr == nil
@@ -363,7 +368,7 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 		s.ConfigWritten = modTime(path)
 	}
 	if wrote && bytes.Equal(data, c.written) {
-		c.restored(s, path, onDisk)
+		c.restored(log, s, path, onDisk)
 	}
 	c.written = data
 	s.ConfigCurrent, s.ConfigError = true, ""
@@ -373,14 +378,14 @@ func (c *NodeConfig) syncConfig(s *NodeState) {
 // not a new default network, so someone else removed or changed the file
 // (an uninstall racing a reinstall, a configuration tool, a person). The
 // runtime may have started pods without plexus in the meantime.
-func (c *NodeConfig) restored(s *NodeState, path string, wasOnDisk bool) {
+func (c *NodeConfig) restored(log logr.Logger, s *NodeState, path string, wasOnDisk bool) {
 	s.ConfigRestored, s.ConfigRestoredBecause = time.Now(), "removed"
 	if wasOnDisk {
 		s.ConfigRestoredBecause = "changed"
 	}
 	s.ConfigRestores++
-	c.Log.Info("restored the node conflist that someone else removed or changed; pods started meanwhile may lack their networks",
-		"conflist", path, "was", s.ConfigRestoredBecause, "restores", s.ConfigRestores)
+	log.Info("Restored the node conflist that someone else removed or changed; pods started meanwhile may lack their networks",
+		"path", path, "reason", s.ConfigRestoredBecause, "restores", s.ConfigRestores)
 }
 
 // isOwn tells the configs that are never the default network from its

@@ -19,6 +19,9 @@ import (
 	"github.com/plexus-cni/plexus/controllers"
 )
 
+// quiet is the context the tests sync with: its logger discards.
+var quiet = logr.NewContext(context.Background(), logr.Discard())
+
 const (
 	confA = `{"cniVersion":"0.4.0","name":"a","type":"bridge"}`
 	// b's capabilities: ips and portMappings are declared, mac is false.
@@ -37,7 +40,6 @@ func newNodeConfig(t *testing.T) *controllers.NodeConfig {
 		BinDir:     filepath.Join(root, "bin"),
 		SocketPath: filepath.Join(root, "run", "plexus.sock"),
 		StateDir:   filepath.Join(root, "state"),
-		Log:        logr.Discard(),
 	}
 	for _, d := range []string{c.ConfDir, c.BinDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -132,7 +134,7 @@ func TestNodeConfigDetectionOrder(t *testing.T) {
 	writeFile(t, filepath.Join(c.ConfDir, "10-b.conflist"), confB)
 
 	for i := 0; i < 2; i++ { // the second pass sees the conflist plexus wrote
-		c.Sync()
+		c.Sync(quiet)
 		s := c.State()
 		if want := filepath.Join(c.ConfDir, "05-a.conf"); s.DefaultFile != want || s.Default == nil || s.Default.List.Name != "a" {
 			t.Fatalf("pass %d: default file %q (%+v), want %q", i, s.DefaultFile, s.Default, want)
@@ -148,7 +150,7 @@ func TestNodeConfigDetectionOrder(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		// The conflist now carries b's name and sorts first: it must
 		// not be taken for b.
-		named.Sync()
+		named.Sync(quiet)
 		if s := named.State(); s.DefaultFile != filepath.Join(c.ConfDir, "10-b.conflist") {
 			t.Fatalf("pass %d: DefaultNetwork b: default file %q, want 10-b.conflist (error %q)", i, s.DefaultFile, s.DefaultError)
 		}
@@ -157,7 +159,7 @@ func TestNodeConfigDetectionOrder(t *testing.T) {
 
 	own := newNodeConfig(t)
 	own.ConfDir, own.DefaultNetwork = c.ConfDir, "old"
-	own.Sync()
+	own.Sync(quiet)
 	if s := own.State(); s.Default != nil || s.DefaultError == "" || s.ConfigCurrent {
 		t.Fatalf("DefaultNetwork naming a plexus config: state %+v, want no default", s)
 	}
@@ -166,7 +168,7 @@ func TestNodeConfigDetectionOrder(t *testing.T) {
 func TestNodeConfigRender(t *testing.T) {
 	c := newNodeConfig(t)
 	writeFile(t, filepath.Join(c.ConfDir, "10-b.conflist"), confB)
-	c.Sync()
+	c.Sync(quiet)
 	_, e, _ := wrapped(t, c, "b", "1.0.0")
 	if e.SocketPath != c.SocketPath || e.StateDir != c.StateDir {
 		t.Errorf("socketPath %q stateDir %q, want %q %q", e.SocketPath, e.StateDir, c.SocketPath, c.StateDir)
@@ -178,7 +180,7 @@ func TestNodeConfigRender(t *testing.T) {
 
 	noCaps := newNodeConfig(t)
 	writeFile(t, filepath.Join(noCaps.ConfDir, "05-a.conf"), confA)
-	noCaps.Sync()
+	noCaps.Sync(quiet)
 	if _, _, raw := wrapped(t, noCaps, "a", "0.4.0"); raw["capabilities"] != nil {
 		t.Errorf("capabilities %v for a network declaring none, want the field absent", raw["capabilities"])
 	}
@@ -188,14 +190,14 @@ func TestNodeConfigWritesOnlyOnChange(t *testing.T) {
 	c := newNodeConfig(t)
 	def := filepath.Join(c.ConfDir, "05-a.conf")
 	writeFile(t, def, confA)
-	c.Sync()
+	c.Sync(quiet)
 	before, written := stat(t, conflistPath(c)), c.State().ConfigWritten
 	content := readConflist(t, c)
 	if written.IsZero() {
 		t.Fatal("ConfigWritten not set after the first write")
 	}
 
-	c.Sync()
+	c.Sync(quiet)
 	after := stat(t, conflistPath(c))
 	if !os.SameFile(before, after) || !before.ModTime().Equal(after.ModTime()) {
 		t.Error("an unchanged conflist was rewritten")
@@ -205,7 +207,7 @@ func TestNodeConfigWritesOnlyOnChange(t *testing.T) {
 	}
 
 	writeFile(t, def, `{"cniVersion":"0.4.0","name":"a","type":"bridge","capabilities":{"mac":true}}`)
-	c.Sync()
+	c.Sync(quiet)
 	if bytes.Equal(readConflist(t, c), content) {
 		t.Fatal("conflist not rewritten after the default network changed")
 	}
@@ -230,7 +232,7 @@ func TestNodeConfigKeepsLastWhenDefaultGoes(t *testing.T) {
 	withShim(t, c)
 	def := filepath.Join(c.ConfDir, "05-a.conf")
 	writeFile(t, def, confA)
-	c.Sync()
+	c.Sync(quiet)
 	if err := c.Ready(); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
@@ -239,7 +241,7 @@ func TestNodeConfigKeepsLastWhenDefaultGoes(t *testing.T) {
 	if err := os.Remove(def); err != nil {
 		t.Fatal(err)
 	}
-	c.Sync()
+	c.Sync(quiet)
 	if got := readConflist(t, c); !bytes.Equal(got, content) {
 		t.Errorf("conflist changed when the default went:\n%s\nwant\n%s", got, content)
 	}
@@ -252,7 +254,7 @@ func TestNodeConfigKeepsLastWhenDefaultGoes(t *testing.T) {
 	}
 
 	writeFile(t, def, confA)
-	c.Sync()
+	c.Sync(quiet)
 	if s := c.State(); !s.ConfigCurrent || s.DefaultError != "" || s.ConfigError != "" {
 		t.Errorf("state %+v after the default came back, want current", s)
 	}
@@ -265,7 +267,7 @@ func TestNodeConfigWaitsForReadinessIndicator(t *testing.T) {
 	c := newNodeConfig(t)
 	c.ReadinessIndicator = filepath.Join(t.TempDir(), "sub", "ready")
 	writeFile(t, filepath.Join(c.ConfDir, "05-a.conf"), confA)
-	c.Sync()
+	c.Sync(quiet)
 	mustNotExist(t, conflistPath(c))
 	s := c.State()
 	if s.ConfigCurrent || !strings.Contains(s.ConfigError, c.ReadinessIndicator) {
@@ -279,7 +281,7 @@ func TestNodeConfigWaitsForReadinessIndicator(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, c.ReadinessIndicator, "")
-	c.Sync()
+	c.Sync(quiet)
 	wrapped(t, c, "a", "0.4.0")
 	if s := c.State(); !s.ConfigCurrent {
 		t.Errorf("state %+v, want current once the indicator exists", s)
@@ -291,14 +293,14 @@ func TestNodeConfigWaitsForCanServe(t *testing.T) {
 	var serving atomic.Bool
 	c.CanServe = serving.Load
 	writeFile(t, filepath.Join(c.ConfDir, "05-a.conf"), confA)
-	c.Sync()
+	c.Sync(quiet)
 	mustNotExist(t, conflistPath(c))
 	if s := c.State(); s.ConfigCurrent || s.ConfigError == "" {
 		t.Errorf("state %+v, want waiting for the server", s)
 	}
 
 	serving.Store(true)
-	c.Sync()
+	c.Sync(quiet)
 	wrapped(t, c, "a", "0.4.0")
 	if s := c.State(); !s.ConfigCurrent {
 		t.Errorf("state %+v, want current once the server can serve", s)
@@ -313,7 +315,7 @@ func TestNodeConfigInstallsShim(t *testing.T) {
 
 	checkInstalled := func(want string) os.FileInfo {
 		t.Helper()
-		c.Sync()
+		c.Sync(quiet)
 		if s := c.State(); !s.ShimInstalled || s.ShimError != "" {
 			t.Fatalf("state %+v, want the shim installed", s)
 		}
@@ -340,7 +342,7 @@ func TestNodeConfigInstallsShim(t *testing.T) {
 	}
 
 	c.ShimSource = filepath.Join(t.TempDir(), "absent")
-	c.Sync()
+	c.Sync(quiet)
 	if s := c.State(); s.ShimInstalled || s.ShimError == "" {
 		t.Errorf("state %+v with a missing shim source, want a shim error", s)
 	}
@@ -352,7 +354,7 @@ func TestNodeConfigInstallsShim(t *testing.T) {
 func TestNodeConfigNoShim(t *testing.T) {
 	c := newNodeConfig(t)
 	writeFile(t, filepath.Join(c.ConfDir, "05-a.conf"), confA)
-	c.Sync()
+	c.Sync(quiet)
 	if s := c.State(); s.ShimInstalled || !s.ConfigCurrent {
 		t.Errorf("state %+v, want the conflist written and no shim", s)
 	}
@@ -362,7 +364,7 @@ func TestNodeConfigNoShim(t *testing.T) {
 
 	// A shim put there by other means is enough.
 	writeFile(t, filepath.Join(c.BinDir, controllers.ShimName), "shim")
-	c.Sync()
+	c.Sync(quiet)
 	if err := c.Ready(); err != nil {
 		t.Errorf("Ready with a shim in place: %v", err)
 	}
@@ -395,7 +397,7 @@ func TestNodeConfigOnChange(t *testing.T) {
 	}
 	for _, st := range steps {
 		st.change()
-		c.Sync()
+		c.Sync(quiet)
 		if got := calls.Load(); got != st.want {
 			t.Fatalf("%s: OnChange called %d times in all, want %d", st.name, got, st.want)
 		}
@@ -411,13 +413,13 @@ func TestNodeConfigOnChangeWhileWaiting(t *testing.T) {
 	c.OnChange = func() { calls.Add(1) }
 	def := filepath.Join(c.ConfDir, "05-a.conf")
 	writeFile(t, def, confA)
-	c.Sync()
-	c.Sync()
+	c.Sync(quiet)
+	c.Sync(quiet)
 	if got := calls.Load(); got != 1 {
 		t.Fatalf("OnChange called %d times, want 1", got)
 	}
 	writeFile(t, def, `{"cniVersion":"0.4.0","name":"a","type":"macvlan"}`)
-	c.Sync()
+	c.Sync(quiet)
 	if got := calls.Load(); got != 2 {
 		t.Fatalf("OnChange called %d times after the default network changed, want 2", got)
 	}
@@ -460,7 +462,7 @@ func TestNodeConfigConcurrentReader(t *testing.T) {
 		if i%2 == 1 {
 			c.DefaultNetwork = "a-network-with-a-much-longer-name"
 		}
-		c.Sync()
+		c.Sync(quiet)
 		if s := c.State(); !s.ConfigCurrent {
 			t.Fatalf("round %d: %+v", i, s)
 		}
@@ -563,7 +565,7 @@ func TestNodeConfigNotesARestore(t *testing.T) {
 	for _, st := range steps {
 		before := calls.Load()
 		st.change()
-		c.Sync()
+		c.Sync(quiet)
 		s := c.State()
 		if s.ConfigRestores != st.restore || s.ConfigRestoredBecause != st.because || s.ConfigRestored.IsZero() != (st.restore == 0) {
 			t.Fatalf("%s: restores %d because %q at %v, want %d because %q", st.name, s.ConfigRestores, s.ConfigRestoredBecause, s.ConfigRestored, st.restore, st.because)

@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,7 +56,6 @@ type StatusReconciler struct {
 	Serving func() error
 	// HostPaths shows the paths in the status as the node sees them.
 	HostPaths HostPaths
-	Log       logr.Logger
 
 	trigger chan event.GenericEvent
 	// writeMu orders Reconcile's status write and Stopped's: once the
@@ -158,7 +156,7 @@ func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) 
 		return r.Client.Status().Update(ctx, nns)
 	})
 	if err != nil && !apierrors.IsNotFound(err) {
-		r.Log.Info("could not mark the node's NodeNetworkStatus not Ready as the daemon stops", "node", r.NodeName, "reason", reason, "error", err.Error())
+		ctrl.LoggerFrom(ctx).Error(err, "Marking the node's NodeNetworkStatus not Ready as the daemon stops", "node", r.NodeName, "reason", reason)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -42,7 +43,6 @@ type Owner struct {
 	PodName      string
 	// NodeName is this node, checked against the DaemonSet's nodeSelector.
 	NodeName string
-	Log      logr.Logger
 
 	mu    sync.Mutex
 	owner *metav1.OwnerReference
@@ -55,26 +55,28 @@ func (o *Owner) NeedLeaderElection() bool { return false }
 // has it or ctx ends. Without a pod name (the daemon runs outside a pod)
 // it does nothing, and Uninstalled always says no.
 func (o *Owner) Start(ctx context.Context) error {
+	log := ctrl.LoggerFrom(ctx).WithName("owner")
 	if o.PodName == "" || o.PodNamespace == "" {
-		o.Log.Info("no POD_NAME and POD_NAMESPACE: the node conflist is kept whenever the daemon stops")
+		log.Info("No POD_NAME and POD_NAMESPACE: the node conflist is kept whenever the daemon stops")
 		return nil
 	}
+	log = log.WithValues("pod", klog.KRef(o.PodNamespace, o.PodName))
 	_ = wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Cap: time.Minute, Steps: 1 << 30},
 		func(ctx context.Context) (bool, error) {
 			pod := &corev1.Pod{}
 			if err := o.Reader.Get(ctx, types.NamespacedName{Namespace: o.PodNamespace, Name: o.PodName}, pod); err != nil {
-				o.Log.Info("reading the daemon's own pod, retrying", "pod", o.PodNamespace+"/"+o.PodName, "error", err.Error())
+				log.Info("Reading the daemon's own pod failed, retrying", "reason", err.Error())
 				return false, nil
 			}
 			ref := metav1.GetControllerOf(pod)
 			if ref == nil || ref.Kind != "DaemonSet" {
-				o.Log.Info("the daemon's pod is not a DaemonSet's: the node conflist is kept whenever the daemon stops", "pod", o.PodNamespace+"/"+o.PodName)
+				log.Info("The daemon's pod is not a DaemonSet's: the node conflist is kept whenever the daemon stops")
 				return true, nil
 			}
 			o.mu.Lock()
 			o.owner = ref
 			o.mu.Unlock()
-			o.Log.V(1).Info("owner found", "daemonset", o.PodNamespace+"/"+ref.Name, "uid", ref.UID)
+			log.V(1).Info("Owner found", "daemonSet", klog.KRef(o.PodNamespace, ref.Name))
 			return true, nil
 		})
 	return nil

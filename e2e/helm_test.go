@@ -139,7 +139,7 @@ var _ = Describe("plexus's Helm release", Ordered, Serial, func() {
 		Expect(cm).To(ContainSubstring(`zap-log-level: "debug"`))
 		Eventually(func() (string, error) {
 			return kubectl(ctx, "logs", "-n", cluster.PlexusNamespace, newDaemon.Name)
-		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(And(ContainSubstring(`"level":"debug"`), ContainSubstring("owner found")))
+		}).WithContext(ctx).WithTimeout(30 * time.Second).Should(And(ContainSubstring(`"level":"debug"`), ContainSubstring("Owner found")))
 		oldLogs, err := kubectl(ctx, "logs", "-n", cluster.PlexusNamespace, newDaemon.Name, "--previous")
 		Expect(err).To(HaveOccurred(), "a new pod has no previous container: %s", oldLogs)
 

@@ -63,7 +63,8 @@ var _ = Describe("pods Multus attached, deleted after plexus replaced Multus", S
 		Eventually(func() (string, error) {
 			return kubectl(ctx, "logs", "-n", cluster.PlexusNamespace, "-l", "app.kubernetes.io/name=plexus", "--tail=-1")
 		}).WithContext(ctx).WithTimeout(30*time.Second).Should(And(
-			ContainSubstring("tore down the networks Multus attached"), ContainSubstring(ns+"/multus-era"), ContainSubstring(ns+"/extra net1")),
+			ContainSubstring("Tore down the networks Multus attached"), ContainSubstring(`"pod":{"name":"multus-era","namespace":"`+ns+`"}`),
+			ContainSubstring(ns+"/extra net1")),
 			"the daemon's log names the pod and the networks")
 	})
 })

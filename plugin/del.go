@@ -79,8 +79,8 @@ func (e *Engine) delUnrecorded(ctx context.Context, req *Request) error {
 	if err := delegate.Del(ctx, cni, req.ContainerID, req.NetNS, def); err != nil {
 		return err
 	}
-	logr.FromContextOrDiscard(ctx).V(1).Info("no record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
-		"network", def.Network)
+	logr.FromContextOrDiscard(ctx).V(1).Info("No record of this sandbox (one plexus never attached, or a failed ADD already rolled back): ran the default network's DEL, as the runtime would have",
+		"network", NetworkRef(def.Network))
 	return nil
 }
 

@@ -141,8 +141,8 @@ func (e *Engine) attachOne(ctx context.Context, req *AttachRequest) (*current.Re
 		return nil, err
 	}
 	if err := e.Store.Update(rec); err != nil {
-		logr.FromContextOrDiscard(ctx).Error(err, "recording an attach's result (the attachment stays in the record and is torn down with the sandbox)",
-			"pod", rec.Pod.Namespace+"/"+rec.Pod.Name, "network", att.Network, "interface", ifname)
+		logr.FromContextOrDiscard(ctx).Error(err, "Recording an attach's result (the attachment stays in the record and is torn down with the sandbox)",
+			"network", NetworkRef(att.Network), "interface", ifname)
 	}
 	e.publishLive(rec, req.KeepStatus)
 	return res, nil

@@ -22,7 +22,7 @@ func (e *Engine) readMultusCache(ctx context.Context, req *Request, conf *NetCon
 	if err != nil {
 		logr.FromContextOrDiscard(ctx).Error(err, "Multus's cache of this sandbox cannot be read: tearing down its default network only; "+
 			"addresses its other networks hold may stay allocated (release them by hand, then remove the file)",
-			"pod", podOf(req), "multusCacheDir", e.MultusCacheDir)
+			"multusCacheDir", e.MultusCacheDir)
 		return nil
 	}
 	return m
@@ -39,8 +39,8 @@ func (e *Engine) delMultus(ctx context.Context, req *Request, m *delegate.Multus
 	if err := m.Del(ctx, cni, req.ContainerID, req.NetNS); err != nil {
 		return fmt.Errorf("DEL of pod %s, which Multus attached: %w", podOf(req), err)
 	}
-	logr.FromContextOrDiscard(ctx).Info("tore down the networks Multus attached to this sandbox, as Multus's DEL would have, and removed its cache file",
-		"pod", podOf(req), "networks", m.Networks(), "defaultNetwork", m.Default.Network, "multusCache", m.Path)
+	logr.FromContextOrDiscard(ctx).Info("Tore down the networks Multus attached to this sandbox, as Multus's DEL would have, and removed its cache file",
+		"networks", m.Networks(), "defaultNetwork", NetworkRef(m.Default.Network), "path", m.Path)
 	return nil
 }
 

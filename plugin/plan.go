@@ -27,6 +27,16 @@ func planError(pod *Pod, format string, args ...interface{}) error {
 	return types.NewError(types.ErrInvalidNetworkConfig, msg, "")
 }
 
+// networkError is an error about one network: its message is err's, and
+// ErrorLogValues takes the network from it for the log.
+type networkError struct {
+	network string // "namespace/name"
+	err     error
+}
+
+func (e *networkError) Error() string { return e.err.Error() }
+func (e *networkError) Unwrap() error { return e.err }
+
 // plan resolves everything an ADD will call, in order, before anything is
 // created: the pod's annotations checked first (CheckPodNetworks, no
 // lookups), then the default network, the default networks and each
@@ -203,7 +213,7 @@ func IsMetaConfig(_ string, n *netconf.Network) bool { return MetaPluginType(n) 
 // isolation.
 func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if err := e.checkNamespace(pod, key); err != nil {
-		return nil, "", err
+		return nil, "", &networkError{network: key.String(), err: err}
 	}
 	return e.lookup(ctx, pod, key)
 }
@@ -212,15 +222,15 @@ func (e *Engine) resolve(ctx context.Context, pod *Pod, key k8stypes.NamespacedN
 // for the networks the administrator chose.
 func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedName) (*netconf.Network, string, error) {
 	if e.Networks == nil {
-		return nil, "", planError(pod, "network %s not found: no network definitions source", key)
+		return nil, "", &networkError{network: key.String(), err: planError(pod, "network %s not found: no network definitions source", key)}
 	}
 	nad, err := e.Networks.Network(ctx, key)
 	if errors.Is(err, ErrNetworkNotFound) {
 		e.noNetworkFound(pod, key)
-		return nil, "", planError(pod, "network %s not found", key)
+		return nil, "", &networkError{network: key.String(), err: planError(pod, "network %s not found", key)}
 	}
 	if err != nil {
-		return nil, "", types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: network %s: %v", pod.Namespace, pod.Name, key, err), "")
+		return nil, "", &networkError{network: key.String(), err: types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: network %s: %v", pod.Namespace, pod.Name, key, err), "")}
 	}
 	var n *netconf.Network
 	if nad.Spec.Config == "" {
@@ -229,10 +239,10 @@ func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedNa
 		n, err = e.definitions.Load([]byte(nad.Spec.Config), nad.Name)
 	}
 	if err != nil {
-		return nil, "", planError(pod, "network %s: spec.config: %v", key, err)
+		return nil, "", &networkError{network: key.String(), err: planError(pod, "network %s: spec.config: %v", key, err)}
 	}
 	if IsOwnConfig("", n) {
-		return nil, "", planError(pod, "network %s: spec.config: delegates to plexus itself", key)
+		return nil, "", &networkError{network: key.String(), err: planError(pod, "network %s: spec.config: delegates to plexus itself", key)}
 	}
 	return n, nad.Annotations[ResourceNameAnnotation], nil
 }

@@ -282,8 +282,12 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	log := ctrl.Log.WithName("plexus")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		Scheme:  Scheme(),
+		Metrics: metricsserver.Options{BindAddress: o.MetricsAddr},
+		// The manager's, its controllers' and every Runnable's logger: the
+		// Runnables take it from their context and name themselves.
+		Logger:                 log,
+		BaseContext:            func() context.Context { return ctrl.LoggerInto(context.Background(), log) },
 		HealthProbeBindAddress: o.ProbeAddr,
 		LeaderElection:         false,
 		// One daemon per process in production; tests and the demo build
@@ -312,7 +316,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	if n, err := store.Reindex(); err != nil {
 		return nil, fmt.Errorf("pod index: %w", err)
 	} else if n > 0 {
-		log.Info("pod index rebuilt from the records", "links", n)
+		log.Info("Pod index rebuilt from the records", "links", n)
 	}
 	netStore, err := netstore.New(NetworksDir(o.StateDir))
 	if err != nil {
@@ -342,24 +346,24 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 			DefaultNetworkNamespace: o.DefaultNetworkNamespace,
 		},
 	}
-	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout, Log: log.WithName("cni")}
+	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout}
 	recorder := mgr.GetEventRecorderFor("plexus")
 	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), NodeName: o.NodeName, Records: store,
-		Recorder: recorder, Serving: func() error { return server.Ready(nil) }, Log: log.WithName("nodestatus")}
+		Recorder: recorder, Serving: func() error { return server.Ready(nil) }}
 	// Reads the pod cache, which holds this node's pods only.
 	bypassed := &controllers.BypassedPods{Pods: mgr.GetCache(), NodeName: o.NodeName, Records: store, Recorder: recorder,
-		Every: o.BypassCheckEvery, OnChange: nodeStatus.Poke, Log: log.WithName("bypassed")}
+		Every: o.BypassCheckEvery, OnChange: nodeStatus.Poke}
 	nodeStatus.Bypassed = bypassed
 	node := &controllers.NodeConfig{
 		ConfDir: o.CNIConfDir, BinDir: o.CNIBinDir, DefaultNetwork: o.DefaultNetwork,
 		ReadinessIndicator: o.ReadinessIndicator, SocketPath: o.SocketPath, StateDir: o.StateDir, MultusCacheDir: o.MultusCacheDir,
 		ShimSource: o.ShimSource, Resync: o.Resync, SetAsideLeftovers: o.SetAsideLeftovers,
 		CanServe: func() bool { return server.Ready(nil) == nil },
-		OnChange: nodeStatus.Poke, Log: log.WithName("nodeconfig"),
+		OnChange: nodeStatus.Poke,
 	}
 	networks := &controllers.NetworkReconciler{Reader: mgr.GetClient(), Store: netStore, ConfDir: o.CNIConfDir,
 		BinDir: o.CNIBinDir, NodeName: o.NodeName, Recorder: recorder,
-		OnChange: nodeStatus.Poke, Log: log.WithName("networks")}
+		OnChange: nodeStatus.Poke}
 	if finder, ok := delegates.(delegate.PluginFinder); ok {
 		networks.HasPlugin = finder.Has
 		node.HasPlugin = finder.Has
@@ -368,7 +372,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	nodeStatus.HostPaths = controllers.HostPaths(o.HostPrefix)
 	networks.HostPaths = controllers.HostPaths(o.HostPrefix)
 	owner := &controllers.Owner{Reader: mgr.GetAPIReader(), PodNamespace: o.PodNamespace, PodName: o.PodName,
-		NodeName: o.NodeName, Log: log.WithName("owner")}
+		NodeName: o.NodeName}
 	node.Uninstalled = owner.Uninstalled
 	node.OnStop = nodeStatus.Stopped
 	// ADD takes the default network the node config found (it watches the
@@ -385,7 +389,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		// The pod cache holds this node's pods only, so the controller
 		// sees no other node's.
 		d.Hotplug = &controllers.Hotplug{Reader: mgr.GetCache(), Engine: engine, Events: events,
-			DefaultNetworks: defaultNetworks, Activity: activity, Log: log.WithName("hotplug")}
+			DefaultNetworks: defaultNetworks, Activity: activity}
 		if err := d.Hotplug.SetupWithManager(mgr); err != nil {
 			return nil, err
 		}
@@ -415,7 +419,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	if hotplugMode == controllers.HotplugDelegateAPI {
 		d.DelegateAPI = &delegateapi.Server{Engine: engine, Socket: o.DelegateAPISocket, Timeout: o.OperationTimeout,
-			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Activity: activity, Log: log.WithName("delegateapi")}
+			Pods: mgr.GetCache(), Live: mgr.GetAPIReader(), Activity: activity}
 		if err := mgr.Add(d.DelegateAPI); err != nil {
 			return nil, err
 		}
@@ -505,10 +509,10 @@ func trimNetwork(obj interface{}) (interface{}, error) {
 // leaves the patch to its successor. The writer skips pods whose cached
 // annotation is already right, so a restart costs no API call for them.
 func (d *Daemon) republish(ctx context.Context) error {
-	log := ctrl.Log.WithName("plexus").WithName("republish")
+	log := ctrl.LoggerFrom(ctx).WithName("republish")
 	ids, err := d.Engine.Store.IDs()
 	if err != nil {
-		log.Error(err, "listing records")
+		log.Error(err, "Listing records")
 		return nil
 	}
 	for _, id := range ids {
@@ -518,7 +522,7 @@ func (d *Daemon) republish(ctx context.Context) error {
 		}
 		status, err := plugin.NetworkStatus(rec)
 		if err != nil {
-			log.Error(err, "rebuilding network-status", "containerID", id)
+			log.Error(err, "Rebuilding network-status", "containerID", id, "pod", plugin.PodRef(rec.Pod))
 			continue
 		}
 		d.Status.Publish(rec.Pod, id, status)

@@ -50,17 +50,16 @@ const tombstoneTTL = time.Hour
 // Options.SweepEvery, and retries failed teardowns every retryEvery.
 func (d *Daemon) Sweep(ctx context.Context) int {
 	if _, err := d.Engine.Store.PruneTombstones(time.Now().Add(-tombstoneTTL)); err != nil {
-		ctrl.Log.WithName("plexus").WithName("sweep").Error(err, "pruning the tombstones of torn-down sandboxes")
+		ctrl.LoggerFrom(ctx).Error(err, "Pruning the tombstones of torn-down sandboxes")
 	}
 	return d.sweep(ctx, false)
 }
 
 // sweep is Sweep; failedOnly looks at records with a failed teardown only.
 func (d *Daemon) sweep(ctx context.Context, failedOnly bool) int {
-	log := ctrl.Log.WithName("plexus").WithName("sweep")
 	ids, err := d.Engine.Store.IDs()
 	if err != nil {
-		log.Error(err, "listing records")
+		ctrl.LoggerFrom(ctx).Error(err, "Listing records")
 		return 0
 	}
 	now := time.Now()
@@ -82,20 +81,20 @@ func (d *Daemon) sweep(ctx context.Context, failedOnly bool) int {
 		default:
 			continue
 		}
-		keys := []interface{}{"containerID", id, "pod", rec.Pod.Namespace + "/" + rec.Pod.Name, "uid", rec.Pod.UID,
-			"netns", rec.NetNS, "attachments", len(rec.Attachments), "reason", why}
+		log := ctrl.LoggerFrom(ctx).WithValues("containerID", id, "pod", plugin.PodRef(rec.Pod), "podUID", rec.Pod.UID,
+			"netns", rec.NetNS, "attachments", len(rec.Attachments), "reason", why)
 		// A netns still there gets its interfaces removed; one gone took
 		// them along, and is not named, since some plugins fail on it.
 		netns := rec.NetNS
 		if _, err := os.Stat(netns); netns != "" && err != nil {
 			netns = ""
 		}
-		if err := d.Engine.Del(ctx, &plugin.Request{Command: "DEL", ContainerID: id, NetNS: netns}); err != nil {
-			log.Error(err, "tearing down a sandbox; trying again later", keys...)
+		if err := d.Engine.Del(ctrl.LoggerInto(ctx, log), &plugin.Request{Command: "DEL", ContainerID: id, NetNS: netns}); err != nil {
+			log.Error(err, "Tearing down a sandbox; trying again later")
 			continue
 		}
 		swept++
-		log.Info("tore down a sandbox", keys...)
+		log.Info("Tore down a sandbox")
 	}
 	return swept
 }
@@ -119,6 +118,7 @@ func retryDue(f *record.Failure, now time.Time) bool {
 // sweepLoop sweeps at start and every sweepEvery, and retries failed
 // teardowns in between; a zero sweepEvery sweeps at start only.
 func (d *Daemon) sweepLoop(ctx context.Context) error {
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithName("sweep"))
 	d.Sweep(ctx)
 	if d.sweepEvery <= 0 {
 		return nil

@@ -36,11 +36,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	log.Info("starting", "namespace", o.Namespace, "port", o.Port, "certificates", o.Certificates, "certDir", o.CertDir,
+	log.Info("Starting", "namespace", o.Namespace, "port", o.Port, "certificates", o.Certificates, "certDir", o.CertDir,
 		"namespaceIsolation", o.Policy.IsolateNamespaces, "globalNamespaces", o.Policy.GlobalNamespaces,
 		"defaultNetworks", o.Policy.DefaultNetworks)
 	if err := run(ctrl.SetupSignalHandler(), ctrl.GetConfigOrDie(), o); err != nil {
-		log.Error(err, "webhook stopped")
+		log.Error(err, "Webhook stopped")
 		os.Exit(1)
 	}
 }

@@ -102,9 +102,13 @@ func (o *Options) DNSNames() []string {
 // --cert-dir (and, in self mode, the CA is in the webhook configuration):
 // the server reads them when it starts. /readyz fails until it serves.
 func run(ctx context.Context, cfg *rest.Config, o Options) error {
+	log := ctrl.Log.WithName("webhook")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 daemon.Scheme(),
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsAddr},
+		Scheme:  daemon.Scheme(),
+		Metrics: metricsserver.Options{BindAddress: o.MetricsAddr},
+		// The manager's and every Runnable's logger, from their context.
+		Logger:                 log,
+		BaseContext:            func() context.Context { return ctrl.LoggerInto(context.Background(), log) },
 		HealthProbeBindAddress: o.ProbeAddr,
 		WebhookServer:          webhook.NewServer(webhook.Options{Port: o.Port, CertDir: o.CertDir}),
 	})
@@ -153,7 +157,7 @@ func run(ctx context.Context, cfg *rest.Config, o Options) error {
 			return fmt.Errorf("registering the validators: %w", err)
 		}
 		serving.Store(true)
-		ctrl.Log.WithName("setup").Info("certificates ready, serving", "port", o.Port)
+		ctrl.LoggerFrom(ctx).Info("Certificates ready, serving", "port", o.Port)
 		return nil
 	})); err != nil {
 		return err
@@ -179,7 +183,7 @@ func run(ctx context.Context, cfg *rest.Config, o Options) error {
 // files existing is not enough, and serving them would fail the webhook
 // server and with it the process.
 func waitForCertificates(ctx context.Context, dir string, ready chan struct{}) error {
-	log := ctrl.Log.WithName("certificates")
+	log := ctrl.LoggerFrom(ctx).WithName("certificates")
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for waited := 0; ; waited++ {
@@ -189,7 +193,7 @@ func waitForCertificates(ctx context.Context, dir string, ready chan struct{}) e
 			return nil
 		}
 		if waited%30 == 0 {
-			log.Info("waiting for the serving certificate", "dir", dir, "reason", err.Error())
+			log.Info("Waiting for the serving certificate", "dir", dir, "reason", err.Error())
 		}
 		select {
 		case <-ctx.Done():

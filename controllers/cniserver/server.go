@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/plexus-cni/plexus/plugin"
@@ -41,7 +41,6 @@ type Server struct {
 	Engine  *plugin.Engine
 	Socket  string
 	Timeout time.Duration
-	Log     logr.Logger
 
 	listening atomic.Bool
 }
@@ -76,15 +75,18 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(shimapi.Path, s)
-	s.Log.Info("serving CNI calls", "socket", s.Socket)
-	return Serve(ctx, ln, mux, s.Timeout, &s.listening)
+	log := ctrl.LoggerFrom(ctx).WithName("cni")
+	log.Info("Serving CNI calls", "socket", s.Socket)
+	return Serve(ctrl.LoggerInto(ctx, log), ln, mux, s.Timeout, &s.listening)
 }
 
 // Serve serves HTTP on ln until ctx ends, then shuts down, giving calls in
 // flight up to drain to finish; listening is true while it serves (for a
-// readiness check).
+// readiness check). The requests' contexts carry ctx's logger, not its end.
 func Serve(ctx context.Context, ln net.Listener, handler http.Handler, drain time.Duration, listening *atomic.Bool) error {
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	base := ctrl.LoggerInto(context.Background(), ctrl.LoggerFrom(ctx))
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
 	go func() {
 		<-ctx.Done()
 		listening.Store(false)
@@ -117,15 +119,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// runtime giving up must not cut a rollback short.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.Timeout)
 	defer cancel()
-	log := s.Log.WithValues("command", req.Command, "containerID", req.ContainerID, "ifname", req.IfName)
+	log := ctrl.LoggerFrom(ctx).WithValues("command", req.Command).WithValues(plugin.RequestLogValues(req)...)
 	start := time.Now()
-	res, err := s.Engine.Do(logr.NewContext(ctx, log), req)
+	res, err := s.Engine.Do(ctrl.LoggerInto(ctx, log), req)
 	elapsed := time.Since(start)
 	log = log.WithValues("duration", elapsed.String())
 	if err != nil {
+		// The error ends here: logged once, and answered to the shim.
 		opDuration.WithLabelValues(req.Command, "error").Observe(elapsed.Seconds())
 		cniErr := delegate.CNIError(err)
-		log.Info("CNI call failed", "code", cniErr.Code, "error", cniErr.Msg)
+		log.Error(err, "CNI call failed", append([]any{"code", cniErr.Code}, plugin.ErrorLogValues(err)...)...)
 		writeError(w, http.StatusInternalServerError, cniErr)
 		return
 	}
@@ -134,7 +137,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if res != nil {
 		if err := res.PrintTo(w); err != nil {
-			log.Error(err, "writing result")
+			log.Error(err, "Writing the result")
 		}
 	}
 }

@@ -39,11 +39,11 @@ import (
 	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/go-logr/logr"
 	nadv1 "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -101,7 +101,6 @@ type Server struct {
 	// Timeout is the deadline of one call, rollback included; the
 	// client hanging up does not cut it short.
 	Timeout time.Duration
-	Log     logr.Logger
 	// Pods (this node's pod cache) and Live (the API server, for a cache
 	// that has not seen the annotation change yet) are read to name an
 	// added network as the caller does in its network-status: the
@@ -132,8 +131,9 @@ func (s *Server) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info("serving the delegate API (dynamic networks controller)", "socket", s.Socket)
-	return cniserver.Serve(ctx, ln, s.Handler(), s.Timeout, &s.listening)
+	log := ctrl.LoggerFrom(ctx).WithName("delegateapi")
+	log.Info("Serving the delegate API (dynamic networks controller)", "socket", s.Socket)
+	return cniserver.Serve(ctrl.LoggerInto(ctx, log), ln, s.Handler(), s.Timeout, &s.listening)
 }
 
 // listen makes the socket at path, root-only (0600) from its first moment:
@@ -228,9 +228,10 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 	// a client giving up must not cut a rollback short.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.Timeout)
 	defer cancel()
-	log := s.Log.WithValues("command", c.command, "pod", c.pod.Namespace+"/"+c.pod.Name,
-		"containerID", c.containerID, "ifname", c.ifName, "network", c.configName)
-	ctx = logr.NewContext(ctx, log)
+	log := ctrl.LoggerFrom(ctx).WithValues("command", c.command, "pod", plugin.PodRef(c.pod), "containerID", c.containerID)
+	ctx = ctrl.LoggerInto(ctx, log)
+	// The engine names the network and the interface on its own lines.
+	log = log.WithValues("network", plugin.NetworkRef(c.configName), "interface", c.ifName)
 	var out []byte
 	if c.command == CmdAdd {
 		out, herr = s.add(ctx, c)
@@ -239,10 +240,11 @@ func (s *Server) serveDelegate(w http.ResponseWriter, r *http.Request) {
 	}
 	s.answer(w, c.command, start, out, herr)
 	if herr != nil {
-		log.Info("delegate API call refused or failed", "status", herr.status, "error", herr.msg)
+		// The error ends here: logged once, and answered to the client.
+		log.Error(errors.New(herr.msg), "Delegate API call refused or failed", "status", herr.status)
 		return
 	}
-	log.V(1).Info("delegate API call done", "duration", time.Since(start).String())
+	log.V(1).Info("Delegate API call done", "duration", time.Since(start).String())
 }
 
 func (s *Server) answer(w http.ResponseWriter, command string, start time.Time, body []byte, herr *httpError) {

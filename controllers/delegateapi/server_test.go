@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/go-logr/logr"
 )
 
 func TestListenReplacesAStaleSocketOnly(t *testing.T) {
@@ -91,7 +89,7 @@ func TestParseTheControllersRequest(t *testing.T) {
 }
 
 func TestHealthz(t *testing.T) {
-	s := &Server{Socket: filepath.Join(t.TempDir(), "m.sock"), Timeout: time.Second, Log: logr.Discard()}
+	s := &Server{Socket: filepath.Join(t.TempDir(), "m.sock"), Timeout: time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- s.Start(ctx) }()

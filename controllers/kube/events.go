@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	toolsrecord "k8s.io/client-go/tools/record"
 
+	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
 
@@ -72,7 +73,8 @@ type PodEvents struct {
 	// does not compete with the ADD that reported it for the node's CPUs;
 	// a negative value queues it at once.
 	Delay time.Duration
-	Log   logr.Logger
+	// Log is for Event, which the core calls without a context.
+	Log logr.Logger
 
 	recorder atomic.Pointer[toolsrecord.EventRecorder]
 }
@@ -85,7 +87,7 @@ func (p *PodEvents) Event(pod record.PodRef, eventType, reason, message string) 
 	}
 	r := p.recorder.Load()
 	if r == nil {
-		p.Log.V(1).Info("pod event dropped: the events writer is not running", "pod", pod.Namespace+"/"+pod.Name, "reason", reason)
+		p.Log.V(1).Info("Pod Event dropped: the events writer is not running", "pod", plugin.PodRef(pod), "eventReason", reason)
 		return
 	}
 	ref := &corev1.ObjectReference{Kind: "Pod", APIVersion: "v1", Namespace: pod.Namespace, Name: pod.Name, UID: k8stypes.UID(pod.UID)}

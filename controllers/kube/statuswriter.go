@@ -13,8 +13,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8stypes "k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/record"
 )
 
@@ -28,7 +30,9 @@ import (
 type StatusWriter struct {
 	Client client.Client // writes pods/status
 	Cache  client.Reader // this node's pods, to skip patches already applied
-	Log    logr.Logger
+	// Log is for Publish, which the core calls without a context; the
+	// workers log with the logger of Start's context.
+	Log logr.Logger
 	// Written, if set, is called after each successful patch with the
 	// time since the status was published (a benchmark figure).
 	Written func(pod record.PodRef, latency time.Duration)
@@ -78,7 +82,7 @@ func (w *StatusWriter) Publish(ref record.PodRef, containerID string, status []n
 	w.init()
 	data, err := json.MarshalIndent(status, "", "    ")
 	if err != nil {
-		w.Log.Error(err, "encoding network-status", "pod", ref.Namespace+"/"+ref.Name)
+		w.Log.Error(err, "Encoding network-status", "pod", plugin.PodRef(ref), "containerID", containerID)
 		return
 	}
 	key := k8stypes.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}
@@ -118,6 +122,7 @@ func (w *StatusWriter) Retract(containerID string) {
 // Start runs the workers until ctx ends (a controller-runtime Runnable).
 func (w *StatusWriter) Start(ctx context.Context) error {
 	w.init()
+	ctx = ctrl.LoggerInto(ctx, ctrl.LoggerFrom(ctx).WithName("status"))
 	const workers = 2
 	var wg sync.WaitGroup
 	for i := 0; i < workers; i++ {
@@ -150,6 +155,7 @@ func (w *StatusWriter) next(ctx context.Context) bool {
 		w.queue.Forget(key)
 		return true
 	}
+	log := ctrl.LoggerFrom(ctx).WithValues("pod", plugin.PodRef(p.ref), "containerID", p.containerID)
 	err := w.write(ctx, key, p)
 	switch {
 	case err == nil:
@@ -168,11 +174,11 @@ func (w *StatusWriter) next(ctx context.Context) bool {
 		}
 	case apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsInvalid(err):
 		// Gone, or a new pod of the same name (the UID precondition).
-		w.Log.V(1).Info("dropping network-status of a pod that is gone", "pod", key, "uid", p.ref.UID, "reason", err.Error())
+		log.V(1).Info("Dropping network-status of a pod that is gone", "podUID", p.ref.UID, "reason", err.Error())
 		w.queue.Forget(key)
 		w.Retract(p.containerID)
 	default:
-		w.Log.Info("network-status not written yet, retrying", "pod", key, "error", err.Error(), "attempts", w.queue.NumRequeues(key)+1)
+		log.Info("Network-status not written yet, retrying", "reason", err.Error(), "attempts", w.queue.NumRequeues(key)+1)
 		w.queue.AddRateLimited(key)
 	}
 	return true
