@@ -145,23 +145,25 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 }
 
 // logSink sends the daemon's logs to the running test's log, and drops
-// what goroutines of a finished test still write.
+// what goroutines of a finished test still write. Its lines are JSON, as
+// the daemon's are in production.
 var logSink = &testLog{}
 
 func init() { ctrl.SetLogger(zap.New(zap.WriteTo(logSink))) }
 
 type testLog struct {
-	mu sync.Mutex
-	t  *testing.T
+	mu    sync.Mutex
+	t     *testing.T
+	lines []map[string]any // the running test's lines, decoded
 }
 
 func (l *testLog) attach(t *testing.T) {
 	l.mu.Lock()
-	l.t = t
+	l.t, l.lines = t, nil
 	l.mu.Unlock()
 	t.Cleanup(func() {
 		l.mu.Lock()
-		l.t = nil
+		l.t, l.lines = nil, nil
 		l.mu.Unlock()
 	})
 }
@@ -171,8 +173,25 @@ func (l *testLog) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	if l.t != nil {
 		l.t.Log(strings.TrimRight(string(p), "\n"))
+		line := map[string]any{}
+		if json.Unmarshal(p, &line) == nil {
+			l.lines = append(l.lines, line)
+		}
 	}
 	return len(p), nil
+}
+
+// logged returns the running test's log lines for which keep is true.
+func (l *testLog) logged(keep func(map[string]any) bool) []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for _, line := range l.lines {
+		if keep(line) {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // signalAPIServer sends sig to the API server: SIGKILL takes it away at
