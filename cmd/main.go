@@ -110,6 +110,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz (liveness) and /readyz (ready once the shim socket serves, the node's conflist and shim are in place and the caches are synced)")
 	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	f.zap.BindFlags(fs)
+	fs.Lookup("zap-log-level").Usage = logLevels
 	return f
 }
 

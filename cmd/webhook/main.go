@@ -87,6 +87,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.o.MetricsAddr, "metrics-bind-address", f.o.MetricsAddr, "metrics address; 0 disables")
 	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
 	f.zap.BindFlags(fs)
+	fs.Lookup("zap-log-level").Usage = logLevels
 	return f
 }
 
