@@ -6,7 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,10 +58,13 @@ type StatusReconciler struct {
 	HostPaths HostPaths
 
 	trigger chan event.GenericEvent
-	// writeMu orders Reconcile's status write and Stopped's: once the
-	// daemon stopped, no late reconcile overwrites what Stopped wrote.
-	writeMu sync.Mutex
-	stopped bool
+	// writing is held by whoever writes the status, Reconcile or
+	// Stopped: once the daemon stopped, no late reconcile overwrites what
+	// Stopped wrote. A one-slot channel rather than a mutex, so that
+	// Stopped gives up when its few seconds are over (a reconcile may be
+	// waiting on an API server that does not answer).
+	writing chan struct{}
+	stopped atomic.Bool
 	// restoresReported is the node config's restore count last sent as
 	// an Event; only Reconcile, which the controller never runs
 	// concurrently, touches it.
@@ -89,6 +92,7 @@ func (r *StatusReconciler) Poke() {
 // object and is poked by the node config and the network reconciler.
 func (r *StatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.trigger = make(chan event.GenericEvent, 1)
+	r.writing = make(chan struct{}, 1)
 	mine := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.NodeName })
 	return ctrl.NewControllerManagedBy(mgr).Named("nodenetworkstatus").
 		For(&v1alpha1.NodeNetworkStatus{}, builder.WithPredicates(mine)).
@@ -101,9 +105,16 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if req.Name != r.NodeName {
 		return ctrl.Result{}, nil
 	}
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	if r.stopped {
+	if r.stopped.Load() {
+		return ctrl.Result{}, nil
+	}
+	select {
+	case r.writing <- struct{}{}:
+		defer func() { <-r.writing }()
+	case <-ctx.Done():
+		return ctrl.Result{}, ctx.Err()
+	}
+	if r.stopped.Load() {
 		return ctrl.Result{}, nil
 	}
 	nns := &v1alpha1.NodeNetworkStatus{}
@@ -143,9 +154,17 @@ const (
 // an uninstall may have revoked the daemon's credentials already, so a
 // refusal is logged, not returned.
 func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) {
-	r.writeMu.Lock()
-	defer r.writeMu.Unlock()
-	r.stopped = true
+	r.stopped.Store(true)
+	if r.writing != nil {
+		select {
+		case r.writing <- struct{}{}:
+			defer func() { <-r.writing }()
+		case <-ctx.Done():
+			ctrl.LoggerFrom(ctx).Error(ctx.Err(), "Marking the node's NodeNetworkStatus not Ready as the daemon stops: a status write still waits on the API server",
+				"node", r.NodeName, "reason", reason)
+			return
+		}
+	}
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		nns := &v1alpha1.NodeNetworkStatus{}
 		if err := r.Live.Get(ctx, client.ObjectKey{Name: r.NodeName}, nns); err != nil {
