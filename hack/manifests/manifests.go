@@ -29,8 +29,9 @@ const (
 	Namespace = "kube-system"
 )
 
-// Component is a directory of config/: what it holds and which chart
-// templates go there.
+// Component is a directory of config/: what it holds (a comment, its
+// lines after the first starting with "# ") and which chart templates go
+// there.
 type Component struct {
 	Dir, About string
 	Templates  []string
@@ -44,9 +45,9 @@ var Components = []Component{
 		[]string{"serviceaccount.yaml", "clusterrole.yaml", "clusterrolebinding.yaml", "role.yaml"}},
 	{"daemon", "The node daemon: its settings (plexus-config) and its DaemonSet.",
 		[]string{"configmap.yaml", "daemonset.yaml", "metrics-service.yaml"}},
-	{"webhook", "The admission webhook (plexus-webhook): Deployment, Service, PodDisruptionBudget, RBAC, its certificate's Secret and the webhook configuration.",
+	{"webhook", "The admission webhook (plexus-webhook): Deployment, Service,\n# PodDisruptionBudget, RBAC, its certificate's Secret and the webhook\n# configuration.",
 		[]string{"webhook-service.yaml", "webhook-rbac.yaml", "webhook-deployment.yaml", "webhook-configuration.yaml", "webhook-certificate.yaml"}},
-	{"policy", "Node-scoped authority: each node's daemon may write the status of only its own node's pods and its own NodeNetworkStatus.",
+	{"policy", "Node-scoped authority: each node's daemon may write the status of only\n# its own node's pods and its own NodeNetworkStatus.",
 		[]string{"node-scope-policy.yaml"}},
 	{"networks", "The NetworkAttachmentDefinitions of extraNetworks.",
 		[]string{"networks.yaml"}},
