@@ -99,25 +99,31 @@ $(CONTROLLER_GEN):
 generate: $(CONTROLLER_GEN) ## Generate the API's deepcopy code (api/*/zz_generated.deepcopy.go).
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
-# The bases are removed first so that a renamed or deleted kind leaves no
-# stale CRD behind. RBAC is not generated: config/rbac/role.yaml is written
-# by hand (the chart's copy of its rules is checked by e2e/chart). The chart
-# carries the CRDs as copies of config/crd, byte for byte.
+# The deployment is defined once, in the Helm chart. config/ is generated
+# from it: hack/manifests renders charts/plexus (release plexus, namespace
+# kube-system, hack/manifests/values.yaml) into one kustomize directory per
+# component, plus config/default and config/delegate-api. The CRDs come
+# from api/ (controller-gen, config/crd/bases) and the NPWG's copy
+# (config/crd/npwg); the chart carries them as copies, byte for byte. The
+# CRD bases are removed first so that a renamed or deleted kind leaves no
+# stale CRD behind.
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate the API's CRDs (config/crd/bases) and copy every CRD into the chart.
+manifests: $(CONTROLLER_GEN) $(HELM) ## Generate the CRDs (config/crd/bases), copy them into the chart, and generate config/ from the chart.
 	rm -f config/crd/bases/*.yaml
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	rm -f $(CHART)/crds/*.yaml
 	cp config/crd/bases/*.yaml config/crd/npwg/*.yaml $(CHART)/crds/
+	go run ./hack/manifests/cmd --helm $(HELM) --chart $(CHART) --values hack/manifests/values.yaml --config config
 
-# The chart's CRDs are compared with git only once they are tracked: a new
-# one is caught as a new file under config/crd.
+# git is asked about files once they are tracked: a new one is caught as an
+# untracked file under api/ or config/.
 .PHONY: verify-manifests
-verify-manifests: generate manifests ## Fail if generated code or CRDs under api/, config/ and the chart differ from git.
-	@if ! git diff --quiet -- api config $(CHART)/crds || [ -n "$$(git ls-files --others --exclude-standard -- api config)" ]; then \
+verify-manifests: generate manifests ## Fail if generated code, the CRDs or config/ differ from what 'make generate manifests' writes.
+	@if ! git diff --quiet -- api config $(CHART)/crds || [ -n "$$(git ls-files --others --exclude-standard -- api config $(CHART)/crds)" ]; then \
 		echo "verify-manifests: api/, config/ or $(CHART)/crds is not what 'make generate manifests' produces, or is not in git:"; \
 		git status --short -- api config $(CHART)/crds; \
 		git --no-pager diff -- api config $(CHART)/crds; \
+		echo "config/ is generated from $(CHART): change the chart (or hack/manifests/values.yaml), then"; \
 		echo "run 'make generate manifests' and commit api/, config/ and $(CHART)/crds."; \
 		exit 1; \
 	fi

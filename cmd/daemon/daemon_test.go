@@ -31,7 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers"
@@ -219,18 +218,12 @@ func (f *fixture) signalAPIServer(sig syscall.Signal) {
 }
 
 // shippedRBAC returns a config for a user that has exactly the ClusterRole
-// plexus ships (config/rbac/role.yaml), so that every test proves the
-// daemon needs no more than that.
+// plexus ships (config/rbac/clusterrole.yaml, rendered from the chart), so
+// that every test proves the daemon needs no more than that.
 func (f *fixture) shippedRBAC() *rest.Config {
 	f.t.Helper()
-	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(f.t), "config", "rbac", "role.yaml"))
-	if err != nil {
-		f.t.Fatal(err)
-	}
 	role := &rbacv1.ClusterRole{}
-	if err := yaml.UnmarshalStrict(data, role); err != nil {
-		f.t.Fatalf("config/rbac/role.yaml: %v", err)
-	}
+	controllertest.Shipped(f.t, "rbac/clusterrole.yaml", "ClusterRole", role)
 	const user = "plexus-daemon"
 	role.ObjectMeta = metav1.ObjectMeta{Name: "plexus"}
 	f.create(role)
@@ -239,16 +232,10 @@ func (f *fixture) shippedRBAC() *rest.Config {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
 	})
-	// And the Role of config/rbac/owner_role.yaml, in the namespace the
-	// daemon's pod runs in (kustomize sets it in the real install).
-	data, err = os.ReadFile(filepath.Join(plugintest.RepoRoot(f.t), "config", "rbac", "owner_role.yaml"))
-	if err != nil {
-		f.t.Fatal(err)
-	}
+	// And the Role of config/rbac/role.yaml, in the namespace the daemon's
+	// pod runs in.
 	owner := &rbacv1.Role{}
-	if err := yaml.UnmarshalStrict(data, owner); err != nil {
-		f.t.Fatalf("config/rbac/owner_role.yaml: %v", err)
-	}
+	controllertest.Shipped(f.t, "rbac/role.yaml", "Role", owner)
 	owner.ObjectMeta = metav1.ObjectMeta{Name: "plexus", Namespace: daemonNamespace}
 	f.create(owner)
 	f.create(&rbacv1.RoleBinding{

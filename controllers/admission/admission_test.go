@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -28,7 +27,6 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	cradmission "sigs.k8s.io/controller-runtime/pkg/webhook/admission"
-	"sigs.k8s.io/yaml"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
 	"github.com/plexus-cni/plexus/controllers"
@@ -58,20 +56,14 @@ func scheme() *runtime.Scheme {
 	return s
 }
 
-// webhookConfiguration is the ValidatingWebhookConfiguration both installs
-// ship (config/webhook, which e2e/chart holds the chart's to), but
-// failurePolicy Fail: a webhook that is not reached must fail the test,
-// not admit. envtest points its Services at the local server.
+// webhookConfiguration is the ValidatingWebhookConfiguration plexus ships
+// (config/webhook, rendered from the chart), but failurePolicy Fail: a
+// webhook that is not reached must fail the test, not admit. envtest
+// points its Services at the local server.
 func webhookConfiguration(t *testing.T) *admissionv1.ValidatingWebhookConfiguration {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(t), "config", "webhook", "configuration.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	c := &admissionv1.ValidatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(data, c); err != nil {
-		t.Fatalf("config/webhook/configuration.yaml: %v", err)
-	}
+	controllertest.Shipped(t, "webhook/webhook-configuration.yaml", "ValidatingWebhookConfiguration", c)
 	fail := admissionv1.Fail
 	for i := range c.Webhooks {
 		c.Webhooks[i].FailurePolicy = &fail

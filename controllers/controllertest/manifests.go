@@ -82,6 +82,30 @@ func Kubectl(t testing.TB) string {
 	return k
 }
 
+// Shipped decodes strictly, into out, the object of this kind in the
+// repository's file config/<file> (generated from the chart by `make
+// manifests`), so that tests run with exactly what plexus installs. The
+// file must hold one object of the kind.
+func Shipped(t testing.TB, file, kind string, out any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(plugintest.RepoRoot(t), "config", file))
+	if err != nil {
+		t.Fatalf("%v (run `make manifests`)", err)
+	}
+	var found []Doc
+	for _, d := range SplitYAML(t, data) {
+		if d.Kind == kind {
+			found = append(found, d)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("config/%s holds %d %s objects, want 1", file, len(found), kind)
+	}
+	if err := yaml.UnmarshalStrict(found[0].Raw, out); err != nil {
+		t.Fatalf("config/%s, %s: %v", file, found[0].Key(), err)
+	}
+}
+
 // Kustomize renders the repository's config/default as `kubectl apply -k`
 // would apply it.
 func Kustomize(t testing.TB) []byte {
@@ -92,14 +116,21 @@ func Kustomize(t testing.TB) []byte {
 // KustomizeDir renders config/<dir> as `kubectl apply -k` would apply it.
 func KustomizeDir(t testing.TB, dir string) []byte {
 	t.Helper()
+	return KustomizePath(t, filepath.Join(plugintest.RepoRoot(t), "config", dir))
+}
+
+// KustomizePath renders the kustomization in dir as `kubectl apply -k`
+// would apply it.
+func KustomizePath(t testing.TB, dir string) []byte {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", filepath.Join(plugintest.RepoRoot(t), "config", dir))
+	cmd := exec.CommandContext(ctx, Kubectl(t), "kustomize", dir)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("kubectl kustomize config/%s: %v\n%s", dir, err, stderr.String())
+		t.Fatalf("kubectl kustomize %s: %v\n%s", dir, err, stderr.String())
 	}
 	return out
 }

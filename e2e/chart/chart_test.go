@@ -1,7 +1,6 @@
 package chart_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -39,49 +38,6 @@ func TestChartVersion(t *testing.T) {
 	if chart.APIVersion != "v2" || chart.Name != "plexus" || chart.Version == "" {
 		t.Errorf("Chart.yaml: apiVersion %q, name %q, version %q; want v2, plexus, a version",
 			chart.APIVersion, chart.Name, chart.Version)
-	}
-}
-
-// TestCRDsAreConfigs: the chart's crds/ are config/crd's files, byte for
-// byte (`make manifests` copies them).
-func TestCRDsAreConfigs(t *testing.T) {
-	root := repoRoot(t)
-	var want []string
-	for _, dir := range []string{"config/crd/bases", "config/crd/npwg"} {
-		files, err := filepath.Glob(filepath.Join(root, dir, "*.yaml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, files...)
-	}
-	if len(want) != 2 {
-		t.Errorf("config/crd holds %d CRDs, want 2 (NodeNetworkStatus, NetworkAttachmentDefinition)", len(want))
-	}
-	var names []string
-	for _, src := range want {
-		name := filepath.Base(src)
-		names = append(names, name)
-		a, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(filepath.Join(root, chartDir, "crds", name))
-		if err != nil {
-			t.Errorf("%v (run `make manifests`)", err)
-			continue
-		}
-		if !bytes.Equal(a, b) {
-			t.Errorf("%s/crds/%s differs from %s (run `make manifests`)", chartDir, name, src)
-		}
-	}
-	got, err := filepath.Glob(filepath.Join(root, chartDir, "crds", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, g := range got {
-		if !slices.Contains(names, filepath.Base(g)) {
-			t.Errorf("%s is in no config/crd dir (run `make manifests`)", g)
-		}
 	}
 }
 

@@ -1,26 +1,33 @@
-// Package chart_test checks the Helm chart charts/plexus without a cluster:
-// helm lint, what helm template renders with default and non-default
-// values, that the chart and config/ (kustomize) install the same daemon
-// with the same RBAC and CRDs, that the node-scope policy does what it says
-// in a real kube-apiserver (envtest), and that docs/install.md's values table
-// is current. helm comes from $HELM or `make helm`; kubectl from $KUBECTL or
-// `make envtest-assets`. Without them the tests skip, or fail when
-// PLEXUS_REQUIRE_REAL is set (as `make test` does).
+// Package chart_test checks the Helm chart charts/plexus, the one place the
+// deployment is defined (config/ is generated from it; e2e/manifests checks
+// what kustomize makes of that), without a cluster: helm lint, what helm
+// template renders with default and non-default values, the values it
+// refuses, that the node-scope policy does what it says in a real
+// kube-apiserver (envtest), and that docs/install.md's values table is
+// current. helm comes from $HELM or `make helm`. Without it the tests skip,
+// or fail when PLEXUS_REQUIRE_REAL is set (as `make test` does).
 package chart_test
 
 import (
 	"context"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
+	"github.com/plexus-cni/plexus/cmd/daemon"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
@@ -120,9 +127,6 @@ func helmRun(t *testing.T, args ...string) ([]byte, error) {
 	return cmd.CombinedOutput()
 }
 
-// kustomize renders config/default as `kubectl apply -k` would apply it.
-func kustomize(t *testing.T) objects { return parse(t, controllertest.Kustomize(t)) }
-
 // helmVersionLine is the Makefile's pin of helm, the one place it is set.
 var helmVersionLine = regexp.MustCompile(`(?m)^HELM_VERSION\s*:=\s*(\S+)\s*$`)
 
@@ -152,3 +156,103 @@ func testdata(name string) string { return filepath.Join("testdata", name) }
 
 // repoRoot is the module root.
 func repoRoot(t *testing.T) string { return plugintest.RepoRoot(t) }
+
+// settings is what the daemon of ds runs with: its --flag=value arguments,
+// and the settings of the ConfigMap file its --config names, as
+// --setting=value, the command line winning as in the daemon. It fails
+// unless that file is in a ConfigMap of objs mounted where --config points.
+func settings(t *testing.T, objs objects, ds *appsv1.DaemonSet) map[string]string {
+	t.Helper()
+	c := container(t, ds)
+	out := flags(t, c.Args)
+	file, ok := out["--config"]
+	if !ok {
+		return out
+	}
+	delete(out, "--config")
+	var volume string
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == path.Dir(file) {
+			volume = m.Name
+		}
+	}
+	var cmName string
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == volume && v.ConfigMap != nil {
+			cmName = v.ConfigMap.Name
+		}
+	}
+	if cmName == "" {
+		t.Fatalf("--config=%s: no ConfigMap volume mounted at %s", file, path.Dir(file))
+	}
+	var cm corev1.ConfigMap
+	objs.mustDecode(t, "ConfigMap", ds.Namespace, cmName, &cm)
+	data, ok := cm.Data[path.Base(file)]
+	if !ok {
+		t.Fatalf("ConfigMap %s has no %s (keys %v)", cmName, path.Base(file), cm.Data)
+	}
+	fromFile, err := daemon.ParseConfig([]byte(data))
+	if err != nil {
+		t.Fatalf("ConfigMap %s, %s: %v", cmName, path.Base(file), err)
+	}
+	for k, v := range fromFile {
+		if _, onCommandLine := out["--"+k]; !onCommandLine {
+			out["--"+k] = v
+		}
+	}
+	return out
+}
+
+// flags maps --flag=value arguments by flag; a flag given twice fails.
+func flags(t *testing.T, args []string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || !strings.HasPrefix(k, "--") {
+			t.Errorf("argument %q is not --flag=value", a)
+			continue
+		}
+		if _, dup := out[k]; dup {
+			t.Errorf("flag %s given twice in %q", k, args)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// same fails when two values differ, printing both as YAML.
+func same(t *testing.T, what string, got, want any) {
+	t.Helper()
+	a, err := yaml.Marshal(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := yaml.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a) != string(b) {
+		t.Errorf("%s:\n--- got\n%s--- want\n%s", what, a, b)
+	}
+}
+
+func container(t *testing.T, ds *appsv1.DaemonSet) *corev1.Container {
+	t.Helper()
+	cs := ds.Spec.Template.Spec.Containers
+	if len(cs) != 1 {
+		t.Fatalf("DaemonSet %s has %d containers, want 1", ds.Name, len(cs))
+	}
+	return &cs[0]
+}
+
+func checkSelector(t *testing.T, ds *appsv1.DaemonSet) {
+	t.Helper()
+	sel, err := metav1.LabelSelectorAsSelector(ds.Spec.Selector)
+	if err != nil {
+		t.Fatalf("selector: %v", err)
+	}
+	if sel.Empty() || !sel.Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Errorf("selector %q does not match the pod labels %v", sel, ds.Spec.Template.Labels)
+	}
+}

@@ -101,7 +101,7 @@ func TestCustomValues(t *testing.T) {
 	mounts := hostMounts(t, &ds)
 	for host, want := range map[string]mount{
 		// The conf and bin dirs are the node root's, under /host.
-		"/":                      {path: "/host"},
+		"/":                      {path: "/host", propagation: corev1.MountPropagationHostToContainer},
 		"/var/lib/plexus-custom": {path: "/var/lib/plexus-custom"},
 		// The readiness indicator's directory, at its own path, for the
 		// daemon to watch.
@@ -340,8 +340,9 @@ func checkPort(t *testing.T, c *corev1.Container, name string, port int32) {
 
 // mount is one host directory as the container sees it.
 type mount struct {
-	path     string
-	readOnly bool
+	path        string
+	readOnly    bool
+	propagation corev1.MountPropagationMode
 }
 
 // hostMounts maps each host path to where the container mounts it.
@@ -360,8 +361,16 @@ func hostMounts(t *testing.T, ds *appsv1.DaemonSet) map[string]mount {
 			t.Errorf("%s mounted twice: kubelet refuses such a pod", vm.MountPath)
 		}
 		seen[vm.MountPath] = true
-		if host, ok := hostPaths[vm.Name]; ok {
-			out[host] = mount{path: vm.MountPath, readOnly: vm.ReadOnly}
+		host, ok := hostPaths[vm.Name]
+		if !ok {
+			continue
+		}
+		if _, dup := out[host]; dup {
+			t.Errorf("host path %s mounted twice", host)
+		}
+		out[host] = mount{path: vm.MountPath, readOnly: vm.ReadOnly}
+		if vm.MountPropagation != nil {
+			out[host] = mount{path: vm.MountPath, readOnly: vm.ReadOnly, propagation: *vm.MountPropagation}
 		}
 	}
 	return out
