@@ -109,7 +109,7 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	}
 	f := &fixture{t: t, env: env, dir: t.TempDir(), api: controllertest.NewAPICounter()}
 	t.Cleanup(func() { _ = env.Stop() })
-	f.client, err = client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	f.client, err = client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

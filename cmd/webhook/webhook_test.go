@@ -37,7 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/admission"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -120,7 +120,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 	// configuration: it may not read the namespace's other Secrets.
 	whCfg := shippedRoles(t, env, c, o.Namespace)
 	create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: "other"}, StringData: map[string]string{"token": "x"}})
-	wc, err := client.New(whCfg, client.Options{Scheme: daemon.Scheme()})
+	wc, err := client.New(whCfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stypes "k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,16 +45,6 @@ var policy = plugin.PodPolicy{
 	DefaultNetworks:         []k8stypes.NamespacedName{{Namespace: "kube-system", Name: "mgmt"}},
 	SystemNamespaces:        []string{"kube-system"},
 	DefaultNetworkNamespace: "kube-system",
-}
-
-func scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			panic(err)
-		}
-	}
-	return s
 }
 
 // webhookConfiguration is the ValidatingWebhookConfiguration both installs
@@ -145,7 +134,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { _ = env.Stop() })
 	wh := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme(),
+		Scheme:                 controllers.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		WebhookServer:          webhook.NewServer(webhook.Options{Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir}),
@@ -170,7 +159,7 @@ func newFixture(t *testing.T) *fixture {
 
 	cfg = rest.CopyConfig(cfg)
 	cfg.WarningHandlerWithContext = f.warnings
-	if f.client, err = client.New(cfg, client.Options{Scheme: scheme()}); err != nil {
+	if f.client, err = client.New(cfg, client.Options{Scheme: controllers.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ns := range []string{"team", "other"} {
