@@ -55,35 +55,18 @@ type PodReadyOptions struct {
 // made one at a time, each Ready before the next, alternating plain and
 // three-network, and all stay until the end; then they, the definitions
 // and the namespace are deleted.
-func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (res results.Result, err error) {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		// A context of its own: cleaning up also after an interrupt.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		err = errors.Join(err, cleanupPodReady(cctx, cs, dyn))
-	}()
-	if err := setupPodReady(ctx, cs, dyn); err != nil {
-		return res, err
-	}
+func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (results.Result, error) {
+	return withFixtures(ctx, cfg, setupPodReady, cleanupPodReady, func(cs kubernetes.Interface) (results.Result, error) {
+		return podReadyFigure(ctx, cs, o)
+	})
+}
 
+func podReadyFigure(ctx context.Context, cs kubernetes.Interface, o PodReadyOptions) (results.Result, error) {
 	load := Load1()
-	want := func(networks string, extra int) func(context.Context, string) (float64, float64, error) {
-		return func(ctx context.Context, name string) (float64, float64, error) {
-			return podReady(ctx, cs, readyNamespace, name, networks, extra, o.Timeout)
-		}
-	}
-	plain := &podKind{summary: "no_networks", raw: "none", ready: want("", 0)}
-	multi := &podKind{summary: "three_networks", raw: "three", ready: want("bench-m1,bench-m2,bench-br", 3)}
+	plain := &podKind{summary: "no_networks", raw: "none", ready: readyIn(cs, readyNamespace, "", 0, o.Timeout)}
+	multi := &podKind{summary: "three_networks", raw: "three", ready: readyIn(cs, readyNamespace, "bench-m1,bench-m2,bench-br", 3, o.Timeout)}
 	if err := interleave(ctx, o, plain, multi); err != nil {
-		return res, err
+		return results.Result{}, err
 	}
 	return abResult("cluster_pod_ready_s", "p50 of the same pod with no extra networks, interleaved", o, multi, plain, load,
 		map[string]interface{}{
@@ -99,10 +82,6 @@ func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (
 }
 
 func setupPodReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) error {
-	// A leftover of an interrupted run goes first.
-	if err := cleanupPodReady(ctx, cs, dyn); err != nil {
-		return err
-	}
 	if err := createNamespace(ctx, cs, readyNamespace, nil); err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/plexus-cni/plexus/e2e/bench/results"
 	"github.com/plexus-cni/plexus/e2e/cluster"
@@ -23,6 +25,36 @@ import (
 // What the cluster figures share: two kinds of pod measured interleaved
 // (figure 5: three networks against none; the webhook figure: the webhook
 // called against not), their result, and their fixtures.
+
+// fixtures sets up or cleans up a figure's objects on the cluster.
+type fixtures func(context.Context, kubernetes.Interface, dynamic.Interface) error
+
+// withFixtures runs measure on the cluster of cfg between setup and
+// cleanup. A leftover of an interrupted run is cleaned up first; cleanup
+// runs also when setup or measure fail or ctx ends, with a context of its
+// own, and its error joins theirs.
+func withFixtures(ctx context.Context, cfg *rest.Config, setup, cleanup fixtures, measure func(kubernetes.Interface) (results.Result, error)) (res results.Result, err error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return res, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return res, err
+	}
+	if err := cleanup(ctx, cs, dyn); err != nil {
+		return res, err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
+		defer cancel()
+		err = errors.Join(err, cleanup(cctx, cs, dyn))
+	}()
+	if err := setup(ctx, cs, dyn); err != nil {
+		return res, err
+	}
+	return measure(cs)
+}
 
 // podKind is one of an interleaved run's two kinds of pod.
 type podKind struct {
@@ -35,6 +67,14 @@ type podKind struct {
 	// exact and coarse are the seconds each pod took to be Ready, as
 	// podReady measures them; interleave fills them.
 	exact, coarse []float64
+}
+
+// readyIn is podReady of a pod in namespace ns asking for networks,
+// extra of them.
+func readyIn(cs kubernetes.Interface, ns, networks string, extra int, timeout time.Duration) func(context.Context, string) (float64, float64, error) {
+	return func(ctx context.Context, name string) (float64, float64, error) {
+		return podReady(ctx, cs, ns, name, networks, extra, timeout)
+	}
 }
 
 // interleave makes o.Pods pods of each kind, one at a time, first and

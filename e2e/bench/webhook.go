@@ -52,36 +52,20 @@ var webhookNADs = map[string]struct{ network, config string }{
 // (its configuration skips their namespace: the webhook disabled for them,
 // not down). The pods are made one at a time, each Ready before the next,
 // alternating the two namespaces, so that both kinds see the same cluster.
-func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (res results.Result, err error) {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		err = errors.Join(err, cleanupWebhookReady(cctx, cs, dyn))
-	}()
-	if err := setupWebhookReady(ctx, cs, dyn); err != nil {
-		return res, err
-	}
+func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (results.Result, error) {
+	return withFixtures(ctx, cfg, setupWebhookReady, cleanupWebhookReady, func(cs kubernetes.Interface) (results.Result, error) {
+		return webhookFigure(ctx, cs, o)
+	})
+}
 
+func webhookFigure(ctx context.Context, cs kubernetes.Interface, o PodReadyOptions) (res results.Result, err error) {
 	before, err := admissionCalls(ctx, cs)
 	if err != nil {
 		return res, err
 	}
 	load := Load1()
-	in := func(ns string) func(context.Context, string) (float64, float64, error) {
-		return func(ctx context.Context, name string) (float64, float64, error) {
-			return podReady(ctx, cs, ns, name, "bench", 1, o.Timeout)
-		}
-	}
-	with := &podKind{summary: "with_webhook", raw: "with", ready: in(webhookNamespace)}
-	without := &podKind{summary: "without_webhook", raw: "without", ready: in(noWebhookNamespace)}
+	with := &podKind{summary: "with_webhook", raw: "with", ready: readyIn(cs, webhookNamespace, "bench", 1, o.Timeout)}
+	without := &podKind{summary: "without_webhook", raw: "without", ready: readyIn(cs, noWebhookNamespace, "bench", 1, o.Timeout)}
 	if err := interleave(ctx, o, with, without); err != nil {
 		return res, err
 	}
@@ -105,9 +89,6 @@ func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOpt
 }
 
 func setupWebhookReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) error {
-	if err := cleanupWebhookReady(ctx, cs, dyn); err != nil {
-		return err
-	}
 	for ns, nad := range webhookNADs {
 		labels := map[string]string{}
 		if ns == noWebhookNamespace {
