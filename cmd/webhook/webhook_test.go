@@ -216,16 +216,8 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 	}
 
 	// Not ready while the Secret is not mounted.
-	readyz := func() int {
-		resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	eventually(t, "/readyz answering", func() bool { return readyz() != 0 })
-	if code := readyz(); code == http.StatusOK {
+	eventually(t, "/readyz answering", func() bool { return readyz(o) != 0 })
+	if code := readyz(o); code == http.StatusOK {
 		t.Errorf("/readyz %d before the certificates are mounted", code)
 	}
 	// Mount it, as kubelet would.
@@ -234,7 +226,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "/readyz ok once mounted and injected", func() bool { return readyz() == http.StatusOK })
+	eventually(t, "/readyz ok once mounted and injected", func() bool { return readyz(o) == http.StatusOK })
 	conn, err := tls.Dial("tcp", net.JoinHostPort(podIP, fmt.Sprint(o.Port)), &tls.Config{RootCAs: pool, ServerName: o.DNSNames()[0]})
 	if err != nil {
 		t.Fatalf("TLS to the webhook with the injected CA: %v", err)
@@ -365,14 +357,6 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	go func() { done <- run(runCtx, cfg, o) }()
 	t.Cleanup(func() { cancel(); <-done })
-	readyz := func() int {
-		resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	ended := func() bool {
 		select {
 		case err := <-done:
@@ -382,12 +366,12 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, "/readyz answering", func() bool { return ended() || readyz() != 0 })
-	if code := readyz(); code == http.StatusOK {
+	eventually(t, "/readyz answering", func() bool { return ended() || readyz(o) != 0 })
+	if code := readyz(o); code == http.StatusOK {
 		t.Errorf("/readyz %d on empty certificate files", code)
 	}
 	crt := selfSigned(t, o.CertDir)
-	eventually(t, "/readyz ok once the certificate is written", func() bool { return ended() || readyz() == http.StatusOK })
+	eventually(t, "/readyz ok once the certificate is written", func() bool { return ended() || readyz(o) == http.StatusOK })
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(crt)
 	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(o.Port)), &tls.Config{RootCAs: pool, ServerName: "plexus-webhook.test.svc"})
@@ -395,4 +379,15 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 		t.Fatalf("TLS to the webhook with the written certificate: %v", err)
 	}
 	conn.Close()
+}
+
+// readyz is the status code of the webhook's /readyz, 0 while it does not
+// answer.
+func readyz(o Options) int {
+	resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
