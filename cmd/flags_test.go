@@ -6,13 +6,13 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/hack/flagsdoc"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 // plexus-webhook tells the daemon's settings in the shared settings file
-// from typos by daemon.DaemonSettings: it must name exactly the daemon's
+// from typos by settings.DaemonNames: it must name exactly the daemon's
 // flags (controller-runtime adds --kubeconfig to the command line).
 func TestDaemonSettingsAreTheDaemonsFlags(t *testing.T) {
 	fs := flag.NewFlagSet("plexus-daemon", flag.ContinueOnError)
@@ -20,16 +20,16 @@ func TestDaemonSettingsAreTheDaemonsFlags(t *testing.T) {
 	names := []string{"kubeconfig"}
 	fs.VisitAll(func(f *flag.Flag) { names = append(names, f.Name) })
 	slices.Sort(names)
-	want := slices.Sorted(slices.Values(daemon.DaemonSettings))
+	want := slices.Sorted(slices.Values(settings.DaemonNames))
 	if !slices.Equal(names, want) {
-		t.Errorf("the daemon's flags are\n%q\ndaemon.DaemonSettings lists\n%q", names, want)
+		t.Errorf("the daemon's flags are\n%q\nsettings.DaemonNames lists\n%q", names, want)
 	}
-	for _, s := range daemon.PodPolicySettings {
+	for _, s := range settings.PodPolicyNames {
 		if fs.Lookup(s) == nil {
 			t.Errorf("pod policy setting %q is no daemon flag", s)
 		}
 	}
-	for _, s := range daemon.WebhookSettings {
+	for _, s := range settings.WebhookNames {
 		if fs.Lookup(s) != nil {
 			t.Errorf("webhook setting %q is a daemon flag too: the daemon would skip it in the settings file", s)
 		}

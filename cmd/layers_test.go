@@ -27,7 +27,7 @@ var layers = []layer{
 	{"api", []string{"api/..."}},
 	{"adapters", []string{"controllers/kube", "controllers/cniserver", "controllers/delegateapi"}},
 	{"controllers", []string{"controllers", "controllers/admission", "controllers/controllertest"}},
-	{"daemon", []string{"cmd/daemon"}},
+	{"daemon", []string{"cmd/daemon", "cmd/settings"}},
 	{"cmd", []string{"cmd", "cmd/plexus", "cmd/webhook"}},
 }
 
@@ -168,4 +168,15 @@ func order() string {
 		names[i] = l.name
 	}
 	return strings.Join(names, " ← ")
+}
+
+// TestWebhookDoesNotLinkTheDaemon: plexus-webhook takes what it shares
+// with the daemon from cmd/settings, so that it does not carry the
+// daemon's machinery (the CNI server, kubelet's pod-resources client, ...).
+func TestWebhookDoesNotLinkTheDaemon(t *testing.T) {
+	for _, dep := range deps(t, module+"cmd/webhook") {
+		if dep == module+"cmd/daemon" || dep == module+"controllers/kube" {
+			t.Errorf("plexus-webhook links %s: take what it shares with the daemon from cmd/settings", strings.TrimPrefix(dep, module))
+		}
+	}
 }

@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/plugin/nodeexec"
 )
@@ -22,14 +22,12 @@ func main() {
 	f := bindFlags(flag.CommandLine)
 	flag.Parse()
 	if f.configFile != "" {
-		if err := daemon.ApplyConfigFile(flag.CommandLine, f.configFile, daemon.WebhookSettings); err != nil {
+		if err := settings.ApplyConfigFile(flag.CommandLine, f.configFile, settings.WebhookNames); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
 	}
 	o := f.options
-	o.GlobalNamespaces = splitList(f.globals)
-	o.DefaultNetworks, o.SystemNamespaces = splitList(f.defaultNetworks), splitList(f.systemNamespaces)
 	o.PodName, o.PodNamespace = os.Getenv("POD_NAME"), os.Getenv("POD_NAMESPACE")
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
@@ -51,13 +49,12 @@ func main() {
 // flags are the daemon's command line; its settings file (--config) sets
 // the same flags.
 type flags struct {
-	options                           *daemon.Options
-	configFile, globals               string
-	defaultNetworks, systemNamespaces string
-	zap                               zap.Options
+	options    *daemon.Options
+	configFile string
+	zap        zap.Options
 }
 
-// bindFlags defines the daemon's flags on fs. daemon.DaemonSettings lists
+// bindFlags defines the daemon's flags on fs. settings.DaemonNames lists
 // their names for plexus-webhook, which reads the same settings file
 // (TestDaemonSettingsAreTheDaemonsFlags keeps the two equal).
 func bindFlags(fs *flag.FlagSet) *flags {
@@ -75,16 +72,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&o.CNIBinDir, "cni-bin-dir", o.CNIBinDir, "the node's CNI plugin directory: the delegate plugins, and where the shim is installed; must be under --host-prefix when that is set")
 	fs.StringVar(&o.DefaultNetwork, "default-network", o.DefaultNetwork,
 		"name of the default network's config in the conf dir; empty picks the first that is not a meta-plugin's (plexus's, Multus's, ...)")
-	fs.BoolVar(&o.IsolateNamespaces, "namespace-isolation", o.IsolateNamespaces,
-		"pods may use network definitions of their own namespace and the global namespaces only")
-	fs.StringVar(&f.globals, "global-namespaces", strings.Join(o.GlobalNamespaces, ","),
-		"comma-separated namespaces whose network definitions every pod may use")
-	fs.StringVar(&f.defaultNetworks, "default-networks", "",
-		"comma-separated networks attached to every pod outside the system namespaces, after the default network and before the pod's own (net1, net2, ...): \"name\" (in --default-network-namespace) or \"namespace/name\"")
-	fs.StringVar(&f.systemNamespaces, "system-namespaces", strings.Join(o.SystemNamespaces, ","),
-		"comma-separated namespaces whose pods do not get --default-networks")
-	fs.StringVar(&o.DefaultNetworkNamespace, "default-network-namespace", o.DefaultNetworkNamespace,
-		"where a bare name in --default-networks or in a pod's v1.multus-cni.io/default-network annotation is looked up (never the pod's namespace); namespace isolation does not apply to those")
+	settings.BindPodPolicyFlags(fs, &o.PodPolicy)
 	fs.BoolVar(&o.AddedInterfaceEvents, "added-interface-events", o.AddedInterfaceEvents,
 		"write an AddedInterface Event on a pod per interface it gets; false keeps the API server quiet (NoNetworkFound Warnings are always written)")
 	fs.StringVar(&o.PodResourcesSocket, "pod-resources-socket", o.PodResourcesSocket,
@@ -121,14 +109,4 @@ func defaultShimSource() string {
 		return ""
 	}
 	return filepath.Join(filepath.Dir(exe), "plexus")
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
-		}
-	}
-	return out
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plexus-cni/plexus/plugin"
 	"github.com/plexus-cni/plexus/plugin/netconf"
+	"github.com/plexus-cni/plexus/plugin/record"
 )
 
 // SetAsideSuffix is appended to a leftover meta-plugin config's name when
@@ -185,24 +186,15 @@ func setAside(path string) (string, error) {
 			if err := os.Rename(path, to); err != nil {
 				return "", err
 			}
-			return to, syncDir(filepath.Dir(path))
+			return to, record.SyncDir(filepath.Dir(path))
 		case err == nil && bytes.Equal(old, data):
 			if err := os.Remove(path); err != nil {
 				return "", err
 			}
-			return to, syncDir(filepath.Dir(path))
+			return to, record.SyncDir(filepath.Dir(path))
 		}
 	}
 	return "", fmt.Errorf("100 set-aside copies of %s are there already", path)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func sameForeign(a, b []ForeignConfig) bool {

@@ -31,36 +31,13 @@ find_etcd() {
 	return 0
 }
 
-sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo)
-
 etcd=$(find_etcd)
 if [[ -z "$etcd" && -x /usr/bin/etcd ]]; then
 	etcd=/usr/bin/etcd
 fi
 
 if [[ -z "$etcd" ]]; then
-	export DEBIAN_FRONTEND=noninteractive
-	updated=0
-	apt_update() {
-		echo "apt-get update..."
-		"${sudo[@]}" apt-get update -qq
-		updated=1
-	}
-	# Refresh the lists first only if apt does not know the package yet.
-	# (Captured first: with pipefail, grep -q closing the pipe early would
-	# make the pipeline fail.)
-	policy=$(apt-cache policy etcd-server 2>/dev/null || true)
-	if ! grep -Eq 'Candidate: [^(]' <<<"$policy"; then
-		apt_update
-	fi
-	echo "apt-get install etcd-server..."
-	if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends etcd-server; then
-		# Stale lists point at files the mirror no longer has: refresh once.
-		[[ $updated -eq 0 ]] || exit 1
-		apt_update
-		"${sudo[@]}" apt-get install -y -qq --no-install-recommends etcd-server
-	fi
+	"$(dirname "$0")/apt-install.sh" etcd-server
 	etcd=$(find_etcd)
 	[[ -n "$etcd" ]] || etcd=/usr/bin/etcd
 	[[ -x "$etcd" ]] || {

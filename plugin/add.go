@@ -67,22 +67,12 @@ func (e *Engine) Add(ctx context.Context, req *Request) (types.Result, error) {
 // route if a selection asked for it. Each result is put into the record.
 func (e *Engine) attach(ctx context.Context, rec *record.Record) ([]*current.Result, error) {
 	results := make([]*current.Result, len(rec.Attachments))
-	root := delegate.NodeRoot(e.CNI)
 	for i := range rec.Attachments {
-		a := &rec.Attachments[i]
-		err := prepareDeviceInfoFile(root, a)
-		var res *current.Result
-		if err == nil {
-			res, err = delegate.Add(ctx, e.CNI, rec.ContainerID, rec.NetNS, a)
-		}
-		if err == nil {
-			readDeviceInfoFile(root, a)
-			results[i] = res
-			err = storeResult(a, res)
-		}
+		res, err := e.addOne(ctx, rec, &rec.Attachments[i])
 		if err != nil {
 			return nil, e.rollback(ctx, rec, i+1, err)
 		}
+		results[i] = res
 	}
 	if moved, err := moveDefaultRoute(rec, results); err != nil || moved {
 		for i := range rec.Attachments {
@@ -95,6 +85,25 @@ func (e *Engine) attach(ctx context.Context, rec *record.Record) ([]*current.Res
 		}
 	}
 	return results, nil
+}
+
+// addOne runs the ADD of rec's attachment a, with its device-info file
+// prepared before and read after (see prepareDeviceInfoFile), and puts
+// the result into a.
+func (e *Engine) addOne(ctx context.Context, rec *record.Record, a *record.Attachment) (*current.Result, error) {
+	root := delegate.NodeRoot(e.CNI)
+	if err := prepareDeviceInfoFile(root, a); err != nil {
+		return nil, err
+	}
+	res, err := delegate.Add(ctx, e.CNI, rec.ContainerID, rec.NetNS, a)
+	if err != nil {
+		return nil, err
+	}
+	readDeviceInfoFile(root, a)
+	if err := storeResult(a, res); err != nil {
+		return nil, err
+	}
+	return res, nil
 }
 
 func storeResult(a *record.Attachment, res *current.Result) error {

@@ -23,14 +23,7 @@ import (
 // domain whether plexus had put the device plugin's device-info there.
 func devInfoRoot(t *testing.T) string {
 	t.Helper()
-	plugintest.RequireRoot(t)
-	busybox, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatalf("needs a static busybox at /bin/busybox (Debian's busybox-static): %v", err)
-	}
-	root := t.TempDir()
-	files := map[string]string{
-		"bin/busybox":      string(busybox),
+	return plugintest.NodeRoot(t, map[string]string{
 		"opt/cni/bin/noop": "#!/bin/sh\n/bin/busybox cat >/tmp/noop-stdin\necho '{\"cniVersion\":\"1.0.0\"}'\n",
 		"opt/cni/bin/devinfo": `#!/bin/sh
 B=/bin/busybox
@@ -43,27 +36,7 @@ $B mkdir -p "$($B dirname "$F")"
 printf '{"type":"vdpa","version":"1.1.0","vdpa":{"parent-device":"vdpa:0000:65:00.3","driver":"vhost","path":"/dev/vhost-vdpa-1"}}' > "$F"
 printf '{"cniVersion":"1.0.0","dns":{"domain":"%s"}}' "$SEEDED"
 `,
-	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range []string{"run", "var", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for link, target := range map[string]string{"bin/sh": "busybox", "var/run": "/run"} {
-		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
+	}, map[string]string{"var/run": "/run"})
 }
 
 // newDevInfoFixture is an engine running its delegates chrooted into a

@@ -205,16 +205,7 @@ func (e *Engine) planOne(ctx context.Context, req *AttachRequest, rec *record.Re
 // finishes it) and the error says so.
 func (e *Engine) runOne(ctx context.Context, rec *record.Record, n int) (*current.Result, error) {
 	a := &rec.Attachments[n]
-	root := delegate.NodeRoot(e.CNI)
-	err := prepareDeviceInfoFile(root, a)
-	var res *current.Result
-	if err == nil {
-		res, err = delegate.Add(ctx, e.CNI, rec.ContainerID, rec.NetNS, a)
-	}
-	if err == nil {
-		readDeviceInfoFile(root, a)
-		err = storeResult(a, res)
-	}
+	res, err := e.addOne(ctx, rec, a)
 	if err == nil && a.DefaultRoute != nil {
 		err = e.moveDefaultRouteTo(rec, n, res)
 	}

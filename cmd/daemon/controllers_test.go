@@ -283,7 +283,7 @@ func TestResolutionFromTheNodeStoreNeedsNoAPIServer(t *testing.T) {
 
 	// Readers that can only reach the dead API server: whatever resolves
 	// comes from the store on disk.
-	dead, err := client.New(f.env.Config, client.Options{Scheme: daemon.Scheme()})
+	dead, err := client.New(f.env.Config, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}

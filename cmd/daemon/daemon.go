@@ -19,10 +19,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime"
-	k8stypes "k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -33,7 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	"github.com/plexus-cni/plexus/api/v1alpha1"
+	"github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/cniserver"
 	"github.com/plexus-cni/plexus/controllers/delegateapi"
@@ -60,21 +56,13 @@ type Options struct {
 	// read through HostPrefix: a DEL of a sandbox plexus never attached
 	// tears down the networks Multus's cache file there names (see
 	// plugin.Engine.MultusCacheDir). Empty disables that.
-	MultusCacheDir    string
-	CNIConfDir        string
-	CNIBinDir         string
-	DefaultNetwork    string
-	IsolateNamespaces bool
-	GlobalNamespaces  []string
-
-	// DefaultNetworks are attached to every pod outside SystemNamespaces
-	// (see plugin.Engine.DefaultNetworks): "name" (in
-	// DefaultNetworkNamespace) or "namespace/name".
-	DefaultNetworks  []string
-	SystemNamespaces []string
-	// DefaultNetworkNamespace is where bare names of DefaultNetworks and
-	// of pods' default-network annotations are looked up.
-	DefaultNetworkNamespace string
+	MultusCacheDir string
+	CNIConfDir     string
+	CNIBinDir      string
+	DefaultNetwork string
+	// PodPolicy decides what a pod may ask for: namespace isolation and
+	// the default networks (the webhook applies the same settings).
+	settings.PodPolicy
 
 	OperationTimeout time.Duration
 	// PodResourcesSocket is kubelet's pod-resources API, asked for the
@@ -146,8 +134,6 @@ func Defaults() Options {
 		MultusCacheDir:     delegate.DefaultMultusCacheDir,
 		CNIConfDir:         "/etc/cni/net.d",
 		CNIBinDir:          "/opt/cni/bin",
-		IsolateNamespaces:  true,
-		GlobalNamespaces:   []string{"default"},
 		OperationTimeout:   2 * time.Minute,
 		PodResourcesSocket: kube.DefaultPodResourcesSocket,
 		Resync:             30 * time.Second,
@@ -157,11 +143,10 @@ func Defaults() Options {
 		MetricsAddr:        ":9091",
 		ProbeAddr:          ":9092",
 
-		SystemNamespaces:        []string{"kube-system"},
-		DefaultNetworkNamespace: "kube-system",
-		AddedInterfaceEvents:    true,
-		HotplugMode:             controllers.HotplugBuiltin,
-		DelegateAPISocket:       delegateapi.DefaultSocket,
+		PodPolicy:            settings.DefaultPodPolicy(),
+		AddedInterfaceEvents: true,
+		HotplugMode:          controllers.HotplugBuiltin,
+		DelegateAPISocket:    delegateapi.DefaultSocket,
 	}
 }
 
@@ -221,17 +206,6 @@ func multusCacheDir(o Options) (string, error) {
 	return dir, nil
 }
 
-// Scheme holds the types the daemon reads.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			panic(err)
-		}
-	}
-	return s
-}
-
 // Daemon is a configured, not yet started, node daemon.
 type Daemon struct {
 	Manager    manager.Manager
@@ -272,7 +246,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		return nil, err
 	}
 	delegates, runtimeDelegates := cnis[0], cnis[1]
-	defaultNetworks, err := ParseDefaultNetworks(o.DefaultNetworks, o.DefaultNetworkNamespace)
+	policy, err := o.PodPolicy.Policy()
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +256,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	}
 	log := ctrl.Log.WithName("plexus")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  Scheme(),
+		Scheme:  controllers.Scheme(),
 		Metrics: metricsserver.Options{BindAddress: o.MetricsAddr},
 		// The manager's, its controllers' and every Runnable's logger: the
 		// Runnables take it from their context and name themselves.
@@ -338,13 +312,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		Status:         status,
 		Events:         events,
 		Devices:        &kube.PodResources{Socket: o.PodResourcesSocket},
-		PodPolicy: plugin.PodPolicy{
-			IsolateNamespaces:       o.IsolateNamespaces,
-			GlobalNamespaces:        o.GlobalNamespaces,
-			DefaultNetworks:         defaultNetworks,
-			SystemNamespaces:        o.SystemNamespaces,
-			DefaultNetworkNamespace: o.DefaultNetworkNamespace,
-		},
+		PodPolicy:      policy,
 	}
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout}
 	recorder := mgr.GetEventRecorderFor("plexus")
@@ -389,7 +357,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		// The pod cache holds this node's pods only, so the controller
 		// sees no other node's.
 		d.Hotplug = &controllers.Hotplug{Reader: mgr.GetCache(), Engine: engine, Events: events,
-			DefaultNetworks: defaultNetworks, Activity: activity}
+			DefaultNetworks: policy.DefaultNetworks, Activity: activity}
 		if err := d.Hotplug.SetupWithManager(mgr); err != nil {
 			return nil, err
 		}
@@ -431,30 +399,6 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 		}
 	}
 	return d, nil
-}
-
-// ParseDefaultNetworks reads --default-networks: each "name" (looked up
-// in home, the default-network namespace) or "namespace/name", both
-// DNS-1123 names. A bad entry is an error naming it, so the daemon does
-// not start with a network every pod would fail on.
-func ParseDefaultNetworks(list []string, home string) ([]k8stypes.NamespacedName, error) {
-	out := make([]k8stypes.NamespacedName, 0, len(list))
-	for _, item := range list {
-		ns, name, found := strings.Cut(item, "/")
-		if !found {
-			ns, name = home, item
-		}
-		errs := validation.IsDNS1123Subdomain(name)
-		if nsErrs := validation.IsDNS1123Label(ns); len(nsErrs) > 0 {
-			errs = append(errs, "namespace: "+strings.Join(nsErrs, "; "))
-		}
-		if len(errs) > 0 {
-			return nil, fmt.Errorf("--default-networks (chart value defaultNetworks): %q: want \"name\" (looked up in the default-network namespace %q) or \"namespace/name\" of a NetworkAttachmentDefinition: %s",
-				item, home, strings.Join(errs, "; "))
-		}
-		out = append(out, k8stypes.NamespacedName{Namespace: ns, Name: name})
-	}
-	return out, nil
 }
 
 // ParseHotplugMode reads --hotplug: one of controllers.HotplugModes, ""

@@ -108,7 +108,7 @@ func newFixture(t *testing.T, setup ...func(*fixture)) *fixture {
 	}
 	f := &fixture{t: t, env: env, dir: t.TempDir(), api: controllertest.NewAPICounter()}
 	t.Cleanup(func() { _ = env.Stop() })
-	f.client, err = client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	f.client, err = client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,6 +311,17 @@ func (f *fixture) pod(name, networks string) *corev1.Pod {
 	return p
 }
 
+// webOnBlueAndGreen makes team/web, asking for two macvlan networks
+// (blue as net1, green as data0), and a netns for its sandbox, once the
+// daemon's cache has the pod.
+func (f *fixture) webOnBlueAndGreen() (*corev1.Pod, ns.NetNS) {
+	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
+	f.nad("green", f.macvlanNet("10.242.0.0/24"))
+	pod := f.pod("web", "blue, green@data0")
+	f.waitCached(pod)
+	return pod, plugintest.NewNS(f.t)
+}
+
 func (f *fixture) eventually(what string, cond func() bool) {
 	f.t.Helper()
 	f.waitFor(what, 30*time.Second, cond)
@@ -423,11 +434,7 @@ func allocations(f *fixture, networks ...string) []string {
 
 func TestAddWritesStatusWithOnePatchAndNoReads(t *testing.T) {
 	f := newFixture(t)
-	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
-	f.nad("green", f.macvlanNet("10.242.0.0/24"))
-	pod := f.pod("web", "blue, green@data0")
-	f.waitCached(pod)
-	netns := plugintest.NewNS(t)
+	pod, netns := f.webOnBlueAndGreen()
 
 	f.api.Take()
 	out, err := f.cni("ADD", "c1", netns, pod)

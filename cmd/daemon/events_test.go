@@ -23,11 +23,7 @@ func (f *fixture) waitLong(what string, cond func() bool) {
 
 func TestAddPutsItsEventsOnThePod(t *testing.T) {
 	f := newFixture(t)
-	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
-	f.nad("green", f.macvlanNet("10.242.0.0/24"))
-	pod := f.pod("web", "blue, green@data0")
-	f.waitCached(pod)
-	netns := plugintest.NewNS(t)
+	pod, netns := f.webOnBlueAndGreen()
 	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}

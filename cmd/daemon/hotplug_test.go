@@ -181,11 +181,7 @@ func TestHotplugAppendsRemovesAndReplaces(t *testing.T) {
 // for an annotation that does not parse.
 func TestHotplugRefusesWhatItCannotMatch(t *testing.T) {
 	f := newFixture(t)
-	f.nad("blue", f.macvlanNet("10.241.0.0/24"))
-	f.nad("green", f.macvlanNet("10.242.0.0/24"))
-	pod := f.pod("web", "blue, green@data0")
-	f.waitCached(pod)
-	netns := plugintest.NewNS(t)
+	pod, netns := f.webOnBlueAndGreen()
 	if _, err := f.cni("ADD", "c1", netns, pod); err != nil {
 		t.Fatalf("ADD: %v", err)
 	}

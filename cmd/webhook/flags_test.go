@@ -8,27 +8,27 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/hack/flagsdoc"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
 
 // The webhook's own settings are the ones the daemon skips in the shared
-// settings file: daemon.WebhookSettings must be exactly the webhook's
+// settings file: settings.WebhookNames must be exactly the webhook's
 // flags the daemon lacks.
 func TestWebhookSettingsAreTheWebhooksOwnFlags(t *testing.T) {
 	fs := flag.NewFlagSet("plexus-webhook", flag.ContinueOnError)
 	bindFlags(fs)
 	var own []string
 	fs.VisitAll(func(f *flag.Flag) {
-		if !slices.Contains(daemon.DaemonSettings, f.Name) {
+		if !slices.Contains(settings.DaemonNames, f.Name) {
 			own = append(own, f.Name)
 		}
 	})
-	if want := slices.Sorted(slices.Values(daemon.WebhookSettings)); !slices.Equal(own, want) {
-		t.Errorf("the webhook's own flags are %q, daemon.WebhookSettings lists %q", own, want)
+	if want := slices.Sorted(slices.Values(settings.WebhookNames)); !slices.Equal(own, want) {
+		t.Errorf("the webhook's own flags are %q, settings.WebhookNames lists %q", own, want)
 	}
-	for _, s := range daemon.PodPolicySettings {
+	for _, s := range settings.PodPolicyNames {
 		if fs.Lookup(s) == nil {
 			t.Errorf("pod policy setting %q is no webhook flag", s)
 		}
@@ -63,7 +63,7 @@ port: 10443
 	if err := fs.Parse([]string{"--global-namespaces=default,cli"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(fs, path, fileIgnores()); err != nil {
+	if err := settings.ApplyConfigFile(fs, path, fileIgnores()); err != nil {
 		t.Fatal(err)
 	}
 	o, err := f.options("plexus-system")
@@ -82,7 +82,7 @@ port: 10443
 	}
 
 	write("namespace-isolaton: false\n")
-	err = daemon.ApplyConfigFile(flag.NewFlagSet("x", flag.ContinueOnError), path, fileIgnores())
+	err = settings.ApplyConfigFile(flag.NewFlagSet("x", flag.ContinueOnError), path, fileIgnores())
 	if err == nil || !strings.Contains(err.Error(), `unknown setting "namespace-isolaton"`) {
 		t.Errorf("a typo: %v", err)
 	}

@@ -11,20 +11,19 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strings"
 
 	"go.uber.org/zap/zapcore"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
 )
 
 func main() {
 	f := bindFlags(flag.CommandLine)
 	flag.Parse()
 	if f.configFile != "" {
-		if err := daemon.ApplyConfigFile(flag.CommandLine, f.configFile, fileIgnores()); err != nil {
+		if err := settings.ApplyConfigFile(flag.CommandLine, f.configFile, fileIgnores()); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(2)
 		}
@@ -46,32 +45,22 @@ func main() {
 }
 
 // flags are the webhook's command line. The settings file (--config) is
-// the daemons': of it the webhook applies daemon.PodPolicySettings and its
+// the daemons': of it the webhook applies settings.PodPolicyNames and its
 // own settings, and ignores the daemon's others.
 type flags struct {
-	o                                 Options
-	configFile, globals               string
-	defaultNetworks, systemNamespaces string
-	zap                               zap.Options
+	o          Options
+	policy     settings.PodPolicy
+	configFile string
+	zap        zap.Options
 }
 
-// bindFlags defines the webhook's flags on fs; those it shares with the
-// daemon have the daemon's names and defaults.
+// bindFlags defines the webhook's flags on fs; the pod policy's are the
+// daemon's (settings.BindPodPolicyFlags).
 func bindFlags(fs *flag.FlagSet) *flags {
-	d := daemon.Defaults()
-	f := &flags{o: Defaults()}
+	f := &flags{o: Defaults(), policy: settings.DefaultPodPolicy()}
 	fs.StringVar(&f.configFile, "config", "",
 		"the daemons' YAML settings file (the chart's ConfigMap): the webhook applies namespace-isolation, global-namespaces, default-networks, system-namespaces, default-network-namespace and its own settings from it; flags on the command line win")
-	fs.BoolVar(&f.o.Policy.IsolateNamespaces, "namespace-isolation", d.IsolateNamespaces,
-		"pods may use network definitions of their own namespace and the global namespaces only (as the daemons' setting)")
-	fs.StringVar(&f.globals, "global-namespaces", strings.Join(d.GlobalNamespaces, ","),
-		"comma-separated namespaces whose network definitions every pod may use (as the daemons' setting)")
-	fs.StringVar(&f.defaultNetworks, "default-networks", "",
-		"comma-separated networks the daemons attach to every pod outside the system namespaces, as net1, net2, ... (as the daemons' setting)")
-	fs.StringVar(&f.systemNamespaces, "system-namespaces", strings.Join(d.SystemNamespaces, ","),
-		"comma-separated namespaces whose pods do not get --default-networks (as the daemons' setting)")
-	fs.StringVar(&f.o.Policy.DefaultNetworkNamespace, "default-network-namespace", d.DefaultNetworkNamespace,
-		"where a bare name in --default-networks or a pod's default-network annotation is looked up (as the daemons' setting)")
+	settings.BindPodPolicyFlags(fs, &f.policy)
 	fs.IntVar(&f.o.Port, "port", f.o.Port, "the webhook's HTTPS port")
 	fs.StringVar(&f.o.CertDir, "cert-dir", f.o.CertDir, "the serving certificate and key (tls.crt, tls.key): the Secret --cert-secret mounted")
 	fs.StringVar(&f.o.Certificates, "certificates", f.o.Certificates,
@@ -91,15 +80,13 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	return f
 }
 
-// options completes the flags into Options: the lists split, the default
-// networks parsed as the daemon parses them.
+// options completes the flags into Options: the pod policy parsed as the
+// daemon parses it.
 func (f *flags) options(namespace string) (Options, error) {
 	o := f.o
 	o.Namespace = namespace
-	o.Policy.GlobalNamespaces = splitList(f.globals)
-	o.Policy.SystemNamespaces = splitList(f.systemNamespaces)
 	var err error
-	o.Policy.DefaultNetworks, err = daemon.ParseDefaultNetworks(splitList(f.defaultNetworks), o.Policy.DefaultNetworkNamespace)
+	o.Policy, err = f.policy.Policy()
 	if err != nil {
 		return o, err
 	}
@@ -110,19 +97,9 @@ func (f *flags) options(namespace string) (Options, error) {
 // daemon's, but for those of the pod policy.
 func fileIgnores() []string {
 	var out []string
-	for _, s := range daemon.DaemonSettings {
-		if !slices.Contains(daemon.PodPolicySettings, s) {
+	for _, s := range settings.DaemonNames {
+		if !slices.Contains(settings.PodPolicyNames, s) {
 			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, part := range strings.Split(s, ",") {
-		if part = strings.TrimSpace(part); part != "" {
-			out = append(out, part)
 		}
 	}
 	return out

@@ -21,7 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/plexus-cni/plexus/api/v1alpha1"
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/admission"
 	"github.com/plexus-cni/plexus/plugin"
 )
@@ -61,12 +62,13 @@ type Options struct {
 	ProbeAddr, MetricsAddr string
 }
 
-// Defaults are the webhook's default options.
+// Defaults are the webhook's default options; Policy is the daemons'
+// default pod policy.
 func Defaults() Options {
-	d := daemon.Defaults()
+	// The default policy has no default networks, so it always parses.
+	policy, _ := settings.DefaultPodPolicy().Policy()
 	return Options{
-		Policy: plugin.PodPolicy{IsolateNamespaces: d.IsolateNamespaces, GlobalNamespaces: d.GlobalNamespaces,
-			SystemNamespaces: d.SystemNamespaces, DefaultNetworkNamespace: d.DefaultNetworkNamespace},
+		Policy:               policy,
 		Port:                 9443,
 		CertDir:              filepath.Join(os.TempDir(), "k8s-webhook-server", "serving-certs"),
 		Certificates:         CertificatesSelf,
@@ -104,7 +106,7 @@ func (o *Options) DNSNames() []string {
 func run(ctx context.Context, cfg *rest.Config, o Options) error {
 	log := ctrl.Log.WithName("webhook")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  daemon.Scheme(),
+		Scheme:  controllers.Scheme(),
 		Metrics: metricsserver.Options{BindAddress: o.MetricsAddr},
 		// The manager's and every Runnable's logger, from their context.
 		Logger:                 log,

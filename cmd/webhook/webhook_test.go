@@ -37,7 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/yaml"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/admission"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
@@ -122,7 +122,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	c, err := client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +168,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 	// configuration: it may not read the namespace's other Secrets.
 	whCfg := shippedRoles(t, env, c, o.Namespace)
 	create(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: o.Namespace, Name: "other"}, StringData: map[string]string{"token": "x"}})
-	wc, err := client.New(whCfg, client.Options{Scheme: daemon.Scheme()})
+	wc, err := client.New(whCfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,16 +218,8 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 	}
 
 	// Not ready while the Secret is not mounted.
-	readyz := func() int {
-		resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	eventually(t, "/readyz answering", func() bool { return readyz() != 0 })
-	if code := readyz(); code == http.StatusOK {
+	eventually(t, "/readyz answering", func() bool { return readyz(o) != 0 })
+	if code := readyz(o); code == http.StatusOK {
 		t.Errorf("/readyz %d before the certificates are mounted", code)
 	}
 	// Mount it, as kubelet would.
@@ -236,7 +228,7 @@ func TestSelfCertificatesAreMadeInjectedAndTrusted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "/readyz ok once mounted and injected", func() bool { return readyz() == http.StatusOK })
+	eventually(t, "/readyz ok once mounted and injected", func() bool { return readyz(o) == http.StatusOK })
 	conn, err := tls.Dial("tcp", net.JoinHostPort(podIP, fmt.Sprint(o.Port)), &tls.Config{RootCAs: pool, ServerName: o.DNSNames()[0]})
 	if err != nil {
 		t.Fatalf("TLS to the webhook with the injected CA: %v", err)
@@ -367,14 +359,6 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	go func() { done <- run(runCtx, cfg, o) }()
 	t.Cleanup(func() { cancel(); <-done })
-	readyz := func() int {
-		resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
 	ended := func() bool {
 		select {
 		case err := <-done:
@@ -384,12 +368,12 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 		}
 		return false
 	}
-	eventually(t, "/readyz answering", func() bool { return ended() || readyz() != 0 })
-	if code := readyz(); code == http.StatusOK {
+	eventually(t, "/readyz answering", func() bool { return ended() || readyz(o) != 0 })
+	if code := readyz(o); code == http.StatusOK {
 		t.Errorf("/readyz %d on empty certificate files", code)
 	}
 	crt := selfSigned(t, o.CertDir)
-	eventually(t, "/readyz ok once the certificate is written", func() bool { return ended() || readyz() == http.StatusOK })
+	eventually(t, "/readyz ok once the certificate is written", func() bool { return ended() || readyz(o) == http.StatusOK })
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(crt)
 	conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", fmt.Sprint(o.Port)), &tls.Config{RootCAs: pool, ServerName: "plexus-webhook.test.svc"})
@@ -397,4 +381,15 @@ func TestExternalCertificatesAreAwaited(t *testing.T) {
 		t.Fatalf("TLS to the webhook with the written certificate: %v", err)
 	}
 	conn.Close()
+}
+
+// readyz is the status code of the webhook's /readyz, 0 while it does not
+// answer.
+func readyz(o Options) int {
+	resp, err := http.Get("http://" + o.ProbeAddr + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	k8stypes "k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,18 +45,8 @@ var policy = plugin.PodPolicy{
 	DefaultNetworkNamespace: "kube-system",
 }
 
-func scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, nadv1.AddToScheme, v1alpha1.AddToScheme} {
-		if err := add(s); err != nil {
-			panic(err)
-		}
-	}
-	return s
-}
-
-// webhookConfiguration is the ValidatingWebhookConfiguration plexus ships
-// (config/webhook, rendered from the chart), but failurePolicy Fail: a
+// webhookConfiguration is the ValidatingWebhookConfiguration both installs
+// ship (config/webhook, rendered from the chart), but failurePolicy Fail: a
 // webhook that is not reached must fail the test, not admit. envtest
 // points its Services at the local server.
 func webhookConfiguration(t *testing.T) *admissionv1.ValidatingWebhookConfiguration {
@@ -137,7 +126,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Cleanup(func() { _ = env.Stop() })
 	wh := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme(),
+		Scheme:                 controllers.Scheme(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		WebhookServer:          webhook.NewServer(webhook.Options{Host: wh.LocalServingHost, Port: wh.LocalServingPort, CertDir: wh.LocalServingCertDir}),
@@ -162,7 +151,7 @@ func newFixture(t *testing.T) *fixture {
 
 	cfg = rest.CopyConfig(cfg)
 	cfg.WarningHandlerWithContext = f.warnings
-	if f.client, err = client.New(cfg, client.Options{Scheme: scheme()}); err != nil {
+	if f.client, err = client.New(cfg, client.Options{Scheme: controllers.Scheme()}); err != nil {
 		t.Fatal(err)
 	}
 	for _, ns := range []string{"team", "other"} {

@@ -5,19 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -61,116 +55,39 @@ type PodReadyOptions struct {
 // made one at a time, each Ready before the next, alternating plain and
 // three-network, and all stay until the end; then they, the definitions
 // and the namespace are deleted.
-func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (res results.Result, err error) {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		// A context of its own: cleaning up also after an interrupt.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		err = errors.Join(err, cleanupPodReady(cctx, cs, dyn))
-	}()
-	if err := setupPodReady(ctx, cs, dyn); err != nil {
-		return res, err
-	}
+func ClusterPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (results.Result, error) {
+	return withFixtures(ctx, cfg, setupPodReady, cleanupPodReady, func(cs kubernetes.Interface) (results.Result, error) {
+		return podReadyFigure(ctx, cs, o)
+	})
+}
 
+func podReadyFigure(ctx context.Context, cs kubernetes.Interface, o PodReadyOptions) (results.Result, error) {
 	load := Load1()
-	var plain, multi, plainCoarse, multiCoarse []float64
-	for i := 0; i < 2*o.Pods; i++ {
-		networks := ""
-		if i%2 == 1 {
-			networks = "bench-m1,bench-m2,bench-br"
-		}
-		// The kubelet notices a started container at its next relist (every
-		// second), and a create right after the previous pod's Ready would
-		// be in step with it: a random wait first spreads the creates over
-		// the relist period, so that the mean (and the p50, roughly) of
-		// each kind moves with its real cost instead of in 1 s steps.
-		if o.Dither {
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(time.Duration(rand.Int64N(int64(time.Second)))):
-			}
-		}
-		want := 0
-		if networks != "" {
-			want = 3
-		}
-		exact, coarse, err := podReady(ctx, cs, readyNamespace, fmt.Sprintf("ready-%02d", i), networks, want, o.Timeout)
-		if err != nil {
-			return res, err
-		}
-		if networks == "" {
-			plain, plainCoarse = append(plain, exact), append(plainCoarse, coarse)
-		} else {
-			multi, multiCoarse = append(multi, exact), append(multiCoarse, coarse)
-		}
+	plain := &podKind{summary: "no_networks", raw: "none", ready: readyIn(cs, readyNamespace, "", 0, o.Timeout)}
+	multi := &podKind{summary: "three_networks", raw: "three", ready: readyIn(cs, readyNamespace, "bench-m1,bench-m2,bench-br", 3, o.Timeout)}
+	if err := interleave(ctx, o, plain, multi); err != nil {
+		return results.Result{}, err
 	}
-	p, m := Summarize(plain), Summarize(multi)
-	return results.Result{
-		Name:       "cluster_pod_ready_s",
-		Value:      round3(m.P50 - p.P50),
-		Unit:       "s",
-		ComparedTo: "p50 of the same pod with no extra networks, interleaved",
-		P50:        results.Ptr(round3(m.P50)),
-		P90:        results.Ptr(round3(m.P90)),
-		Params: map[string]interface{}{
-			"pods_per_kind":     o.Pods,
-			"three_networks_s":  m.params(),
-			"no_networks_s":     p.params(),
-			"p50_difference_s":  round3(m.P50 - p.P50),
-			"mean_difference_s": round3(m.Mean - p.Mean),
-			"dither":            o.Dither,
-			"networks":          "macvlan+host-local on plxe2e-m1, macvlan+host-local on plxe2e-m2, bridge+host-local",
-			"selection":         "k8s.v1.cni.cncf.io/networks: bench-m1,bench-m2,bench-br",
-			"image":             images.Busybox + " (imagePullPolicy Never, sleep 3600, grace 0)",
-			"method":            "one pod at a time, plain and three-network alternating, each Ready before the next is created (after a random 0-1 s wait if dither); all kept until the end; time from the create request to a watch seeing Ready=True; three-network pods checked to have 3 extra entries in network-status",
-			"coarse_three_s":    Summarize(multiCoarse).params(),
-			"coarse_none_s":     Summarize(plainCoarse).params(),
-			"coarse_method":     "Ready condition's lastTransitionTime minus creationTimestamp (whole seconds, API server clock)",
-			"raw_three_s":       multi,
-			"raw_none_s":        plain,
-			"load1_at_start":    load,
-			"load1_at_end":      Load1(),
-			"node":              cluster.NodeName,
-			"api_server":        cluster.APIServerURL,
-		},
-		Time: time.Now().UTC(),
-	}, nil
+	return abResult("cluster_pod_ready_s", "p50 of the same pod with no extra networks, interleaved", o, multi, plain, load,
+		map[string]interface{}{
+			"networks":       "macvlan+host-local on plxe2e-m1, macvlan+host-local on plxe2e-m2, bridge+host-local",
+			"selection":      "k8s.v1.cni.cncf.io/networks: bench-m1,bench-m2,bench-br",
+			"image":          images.Busybox + " (imagePullPolicy Never, sleep 3600, grace 0)",
+			"method":         "one pod at a time, plain and three-network alternating, each Ready before the next is created (after a random 0-1 s wait if dither); all kept until the end; time from the create request to a watch seeing Ready=True; three-network pods checked to have 3 extra entries in network-status",
+			"coarse_three_s": Summarize(multi.coarse).params(),
+			"coarse_none_s":  Summarize(plain.coarse).params(),
+			"coarse_method":  "Ready condition's lastTransitionTime minus creationTimestamp (whole seconds, API server clock)",
+			"api_server":     cluster.APIServerURL,
+		}), nil
 }
 
 func setupPodReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) error {
-	// A leftover of an interrupted run goes first.
-	if err := cleanupPodReady(ctx, cs, dyn); err != nil {
+	if err := createNamespace(ctx, cs, readyNamespace, nil); err != nil {
 		return err
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: readyNamespace}}
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{}); err != nil {
-		return err
-	}
-	// A pod is admitted only once the namespace's default ServiceAccount exists.
-	if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().ServiceAccounts(readyNamespace).Get(ctx, "default", metav1.GetOptions{})
-		return err == nil, nil
-	}); err != nil {
-		return fmt.Errorf("no default ServiceAccount in %s: %w", readyNamespace, err)
 	}
 	for _, n := range readyNADs {
-		nad := &unstructured.Unstructured{Object: map[string]interface{}{
-			"apiVersion": "k8s.cni.cncf.io/v1",
-			"kind":       "NetworkAttachmentDefinition",
-			"metadata":   map[string]interface{}{"name": n.name, "namespace": readyNamespace},
-			"spec":       map[string]interface{}{"config": n.config},
-		}}
-		if _, err := dyn.Resource(nadGVR).Namespace(readyNamespace).Create(ctx, nad, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("definition %s: %w", n.name, err)
+		if err := createNAD(ctx, dyn, readyNamespace, n.name, n.config); err != nil {
+			return err
 		}
 	}
 	// Let the daemon's cache see the definitions before the first pod.
@@ -248,40 +165,12 @@ func podReady(ctx context.Context, cs kubernetes.Interface, ns, name, networks s
 // waits for them to be gone, then removes the host-local folders and the
 // bridge of the definitions.
 func cleanupPodReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) error {
-	var errs []error
-	grace := int64(0)
-	if err := cs.CoreV1().Pods(readyNamespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &grace},
-		metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, err)
-	}
-	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		pods, err := cs.CoreV1().Pods(readyNamespace).List(ctx, metav1.ListOptions{})
-		return err == nil && len(pods.Items) == 0, nil
-	}); err != nil {
-		errs = append(errs, fmt.Errorf("pods of %s not gone: %w", readyNamespace, err))
-	}
+	var nads []string
 	for _, n := range readyNADs {
-		if err := dyn.Resource(nadGVR).Namespace(readyNamespace).Delete(ctx, n.name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
-		}
+		nads = append(nads, n.name)
 	}
-	if err := cs.CoreV1().Namespaces().Delete(ctx, readyNamespace, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		errs = append(errs, err)
-	}
-	if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := cs.CoreV1().Namespaces().Get(ctx, readyNamespace, metav1.GetOptions{})
-		return apierrors.IsNotFound(err), nil
-	}); err != nil {
-		errs = append(errs, fmt.Errorf("namespace %s not gone: %w", readyNamespace, err))
-	}
-	// The pods are gone from the API once their containers stopped; their
-	// sandboxes' DELs (which free the addresses) may still run.
-	time.Sleep(3 * time.Second)
-	for _, n := range []string{"plexus-bench-m1", "plexus-bench-m2", "plexus-bench-br"} {
-		if err := os.RemoveAll(filepath.Join(cluster.HostLocalDir, n)); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs := deleteNamespace(ctx, cs, dyn, readyNamespace, nads...)
+	errs = append(errs, removeHostLocal("plexus-bench-m1", "plexus-bench-m2", "plexus-bench-br")...)
 	if l, err := netlink.LinkByName(readyBridge); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			errs = append(errs, fmt.Errorf("bridge %s: %w", readyBridge, err))

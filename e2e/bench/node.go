@@ -197,7 +197,7 @@ func (n *Node) cpu() map[string]float64 {
 func newClient(cfg *rest.Config) (client.Client, error) {
 	cfg = rest.CopyConfig(cfg)
 	cfg.QPS, cfg.Burst = 2000, 4000
-	return client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	return client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 }
 
 // prepareHost makes the macvlan masters, the default network's conflist,

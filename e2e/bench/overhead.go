@@ -167,20 +167,11 @@ func (n *Node) plexusSide(ctx context.Context, sb *Sandbox, verify bool) *side {
 	s.add = func(id string) error {
 		n.Delegates.Take()
 		version := n.cachedVersion(ctx, sb)
-		before, err := daemonServed()
+		var err error
+		s.got.add, s.got.daemonAdd, err = timedByDaemon("ADD", func() error { return n.PlexusAdd(ctx, sb, id) })
 		if err != nil {
 			return err
 		}
-		start := time.Now()
-		if err := n.PlexusAdd(ctx, sb, id); err != nil {
-			return err
-		}
-		s.got.add = time.Since(start)
-		after, err := daemonServed()
-		if err != nil {
-			return err
-		}
-		s.got.daemonAdd = after.took(before, "ADD")
 		s.got.delegAdd, _ = n.Delegates.Take()
 		if verify {
 			if err := checkLinks(sb); err != nil {
@@ -191,20 +182,11 @@ func (n *Node) plexusSide(ctx context.Context, sb *Sandbox, verify bool) *side {
 	}
 	s.del = func(id string) error {
 		n.Delegates.Take()
-		before, err := daemonServed()
+		var err error
+		s.got.del, s.got.daemonDel, err = timedByDaemon("DEL", func() error { return n.PlexusDel(ctx, sb, id) })
 		if err != nil {
 			return err
 		}
-		start := time.Now()
-		if err := n.PlexusDel(ctx, sb, id); err != nil {
-			return err
-		}
-		s.got.del = time.Since(start)
-		after, err := daemonServed()
-		if err != nil {
-			return err
-		}
-		s.got.daemonDel = after.took(before, "DEL")
 		_, s.got.delegDel = n.Delegates.Take()
 		return nil
 	}

@@ -115,6 +115,26 @@ func daemonServed() (served, error) {
 	return out, nil
 }
 
+// timedByDaemon runs call, a CNI command through plexus, and returns how
+// long it took here and how long the daemon says it spent on the command
+// (daemonServed before and after).
+func timedByDaemon(command string, call func() error) (took, daemon time.Duration, err error) {
+	before, err := daemonServed()
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	if err := call(); err != nil {
+		return 0, 0, err
+	}
+	took = time.Since(start)
+	after, err := daemonServed()
+	if err != nil {
+		return 0, 0, err
+	}
+	return took, after.took(before, command), nil
+}
+
 // took is the time the daemon spent on a command between two readings.
 func (s served) took(before served, command string) time.Duration {
 	return time.Duration((s[command].seconds - before[command].seconds) * float64(time.Second))

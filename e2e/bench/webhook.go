@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
@@ -56,73 +52,30 @@ var webhookNADs = map[string]struct{ network, config string }{
 // (its configuration skips their namespace: the webhook disabled for them,
 // not down). The pods are made one at a time, each Ready before the next,
 // alternating the two namespaces, so that both kinds see the same cluster.
-func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (res results.Result, err error) {
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return res, err
-	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Minute)
-		defer cancel()
-		err = errors.Join(err, cleanupWebhookReady(cctx, cs, dyn))
-	}()
-	if err := setupWebhookReady(ctx, cs, dyn); err != nil {
-		return res, err
-	}
+func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOptions) (results.Result, error) {
+	return withFixtures(ctx, cfg, setupWebhookReady, cleanupWebhookReady, func(cs kubernetes.Interface) (results.Result, error) {
+		return webhookFigure(ctx, cs, o)
+	})
+}
 
+func webhookFigure(ctx context.Context, cs kubernetes.Interface, o PodReadyOptions) (res results.Result, err error) {
 	before, err := admissionCalls(ctx, cs)
 	if err != nil {
 		return res, err
 	}
 	load := Load1()
-	var with, without []float64
-	for i := 0; i < 2*o.Pods; i++ {
-		ns := webhookNamespace
-		if i%2 == 1 {
-			ns = noWebhookNamespace
-		}
-		if o.Dither {
-			select {
-			case <-ctx.Done():
-				return res, ctx.Err()
-			case <-time.After(time.Duration(rand.Int64N(int64(time.Second)))):
-			}
-		}
-		exact, _, err := podReady(ctx, cs, ns, fmt.Sprintf("ready-%02d", i), "bench", 1, o.Timeout)
-		if err != nil {
-			return res, err
-		}
-		if ns == webhookNamespace {
-			with = append(with, exact)
-		} else {
-			without = append(without, exact)
-		}
+	with := &podKind{summary: "with_webhook", raw: "with", ready: readyIn(cs, webhookNamespace, "bench", 1, o.Timeout)}
+	without := &podKind{summary: "without_webhook", raw: "without", ready: readyIn(cs, noWebhookNamespace, "bench", 1, o.Timeout)}
+	if err := interleave(ctx, o, with, without); err != nil {
+		return res, err
 	}
 	after, err := admissionCalls(ctx, cs)
 	if err != nil {
 		return res, err
 	}
 	calls := after.minus(before)
-	w, n := Summarize(with), Summarize(without)
-	return results.Result{
-		Name:       "cluster_webhook_pod_ready_s",
-		Value:      round3(w.P50 - n.P50),
-		Unit:       "s",
-		ComparedTo: "p50 of the same one-network pod the webhook is not called for, interleaved",
-		P50:        results.Ptr(round3(w.P50)),
-		P90:        results.Ptr(round3(w.P90)),
-		Params: map[string]interface{}{
-			"pods_per_kind":               o.Pods,
-			"with_webhook_s":              w.params(),
-			"without_webhook_s":           n.params(),
-			"p50_difference_s":            round3(w.P50 - n.P50),
-			"p90_difference_s":            round3(w.P90 - n.P90),
-			"mean_difference_s":           round3(w.Mean - n.Mean),
-			"dither":                      o.Dither,
+	return abResult("cluster_webhook_pod_ready_s", "p50 of the same one-network pod the webhook is not called for, interleaved", o, with, without, load,
+		map[string]interface{}{
 			"network":                     "macvlan+host-local (k8s.v1.cni.cncf.io/networks: bench)",
 			"without_webhook_is":          "the pod webhook's namespaceSelector skips the namespace (the API server does not call it); the webhook runs and serves the other namespace",
 			"image":                       images.Busybox + " (imagePullPolicy Never, sleep 3600, grace 0)",
@@ -132,42 +85,20 @@ func ClusterWebhookPodReady(ctx context.Context, cfg *rest.Config, o PodReadyOpt
 			"admission_calls_within_5ms":  calls.le5ms,
 			"admission_calls_within_25ms": calls.le25ms,
 			"admission_call_source":       "the API server's apiserver_admission_webhook_admission_duration_seconds for " + podWebhookName + " (CREATE, admitted), its change over the run",
-			"raw_with_s":                  with,
-			"raw_without_s":               without,
-			"load1_at_start":              load,
-			"load1_at_end":                Load1(),
-			"node":                        cluster.NodeName,
-		},
-		Time: time.Now().UTC(),
-	}, nil
+		}), nil
 }
 
 func setupWebhookReady(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface) error {
-	if err := cleanupWebhookReady(ctx, cs, dyn); err != nil {
-		return err
-	}
 	for ns, nad := range webhookNADs {
 		labels := map[string]string{}
 		if ns == noWebhookNamespace {
 			labels[skipLabel] = "true"
 		}
-		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}}, metav1.CreateOptions{}); err != nil {
+		if err := createNamespace(ctx, cs, ns, labels); err != nil {
 			return err
 		}
-		if err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-			return err == nil, nil
-		}); err != nil {
-			return fmt.Errorf("no default ServiceAccount in %s: %w", ns, err)
-		}
-		obj := &unstructured.Unstructured{Object: map[string]interface{}{
-			"apiVersion": "k8s.cni.cncf.io/v1",
-			"kind":       "NetworkAttachmentDefinition",
-			"metadata":   map[string]interface{}{"name": "bench", "namespace": ns},
-			"spec":       map[string]interface{}{"config": nad.config},
-		}}
-		if _, err := dyn.Resource(nadGVR).Namespace(ns).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
-			return fmt.Errorf("definition %s/bench: %w", ns, err)
+		if err := createNAD(ctx, dyn, ns, "bench", nad.config); err != nil {
+			return err
 		}
 	}
 	if err := skipNamespace(ctx, cs, true); err != nil {
@@ -234,36 +165,12 @@ func cleanupWebhookReady(ctx context.Context, cs kubernetes.Interface, dyn dynam
 	if err := skipNamespace(ctx, cs, false); err != nil && !apierrors.IsNotFound(err) && !strings.Contains(err.Error(), "is the webhook installed") {
 		errs = append(errs, err)
 	}
-	grace := int64(0)
-	for ns := range webhookNADs {
-		if err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &grace}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
-		}
-		if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-			pods, err := cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{})
-			return err == nil && len(pods.Items) == 0, nil
-		}); err != nil {
-			errs = append(errs, fmt.Errorf("pods of %s not gone: %w", ns, err))
-		}
-		if err := dyn.Resource(nadGVR).Namespace(ns).Delete(ctx, "bench", metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
-		}
-		if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
-		}
-		if err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-			_, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-			return apierrors.IsNotFound(err), nil
-		}); err != nil {
-			errs = append(errs, fmt.Errorf("namespace %s not gone: %w", ns, err))
-		}
+	var networks []string
+	for ns, nad := range webhookNADs {
+		errs = append(errs, deleteNamespace(ctx, cs, dyn, ns, "bench")...)
+		networks = append(networks, nad.network)
 	}
-	time.Sleep(3 * time.Second) // the sandboxes' DELs free the addresses
-	for _, nad := range webhookNADs {
-		if err := os.RemoveAll(filepath.Join(cluster.HostLocalDir, nad.network)); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	errs = append(errs, removeHostLocal(networks...)...)
 	return errors.Join(errs...)
 }
 

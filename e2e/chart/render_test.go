@@ -27,7 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	cmdsettings "github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/plugin/plugintest"
 )
@@ -191,7 +191,7 @@ func settings(t *testing.T, objs objects, ds *appsv1.DaemonSet) map[string]strin
 	if !ok {
 		t.Fatalf("ConfigMap %s has no %s (keys %v)", cmName, path.Base(file), cm.Data)
 	}
-	fromFile, err := daemon.ParseConfig([]byte(data))
+	fromFile, err := cmdsettings.ParseConfig([]byte(data))
 	if err != nil {
 		t.Fatalf("ConfigMap %s, %s: %v", cmName, path.Base(file), err)
 	}

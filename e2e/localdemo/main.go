@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 )
 
@@ -66,7 +67,7 @@ runtime here: the demo execs the shim with the CNI environment a runtime sets.`)
 		return err
 	}
 	defer env.Stop()
-	c, err := client.New(cfg, client.Options{Scheme: daemon.Scheme()})
+	c, err := client.New(cfg, client.Options{Scheme: controllers.Scheme()})
 	if err != nil {
 		return err
 	}

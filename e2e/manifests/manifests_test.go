@@ -20,7 +20,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	cmdsettings "github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/controllers"
 	"github.com/plexus-cni/plexus/controllers/controllertest"
 	"github.com/plexus-cni/plexus/controllers/delegateapi"
@@ -135,7 +135,7 @@ func TestDelegateAPI(t *testing.T) {
 		decode(t, tc.docs, "DaemonSet", name, &ds)
 		var cm corev1.ConfigMap
 		decode(t, tc.docs, "ConfigMap", name+"-config", &cm)
-		settings, err := daemon.ParseConfig([]byte(cm.Data["config.yaml"]))
+		settings, err := cmdsettings.ParseConfig([]byte(cm.Data["config.yaml"]))
 		if err != nil {
 			t.Fatalf("%s: the daemon's settings: %v", tc.what, err)
 		}

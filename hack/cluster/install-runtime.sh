@@ -24,26 +24,5 @@ if [[ ${#missing[@]} -eq 0 ]]; then
 	exit 0
 fi
 
-sudo=()
-[[ $(id -u) -eq 0 ]] || sudo=(sudo)
-export DEBIAN_FRONTEND=noninteractive
-updated=0
-apt_update() {
-	echo "apt-get update..."
-	"${sudo[@]}" apt-get update -qq
-	updated=1
-}
-for p in "${missing[@]}"; do
-	policy=$(apt-cache policy "$p" 2>/dev/null || true)
-	if ! grep -Eq 'Candidate: [^(]' <<<"$policy"; then
-		apt_update
-		break
-	fi
-done
-echo "apt-get install ${missing[*]}..."
-if ! "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"; then
-	[[ $updated -eq 0 ]] || exit 1
-	apt_update
-	"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+"$(dirname "$0")/../apt-install.sh" "${missing[@]}"
 echo "containerd $(containerd --version | awk '{print $3}'), runc $(runc --version | awk 'NR==1{print $3}'), busybox-static, $(iptables --version): installed"

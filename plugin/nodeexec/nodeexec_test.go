@@ -22,16 +22,7 @@ import (
 // is absolute on the node.
 func nodeRoot(t *testing.T) string {
 	t.Helper()
-	plugintest.RequireRoot(t)
-	busybox, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		if os.Getenv("PLEXUS_REQUIRE_REAL") != "" {
-			t.Fatalf("needs a static busybox at /bin/busybox (Debian's busybox-static): %v", err)
-		}
-		t.Skipf("needs a static busybox at /bin/busybox (Debian's busybox-static): %v", err)
-	}
-	root := t.TempDir()
-	files := map[string]string{
+	return plugintest.NodeRoot(t, map[string]string{
 		"etc/node-marker":   "only-on-the-node",
 		"usr/sbin/iptables": "#!/bin/sh\necho iptables-of-the-node\n",
 		// probe answers with what it saw, in a result's dns section.
@@ -43,30 +34,7 @@ printf '{"cniVersion":"1.0.0","dns":{"domain":"%s","search":["%s","%s","%s"]}}' 
 `,
 		"opt/cni/bin/refuses": "#!/bin/sh\nprintf '{\"code\":11,\"msg\":\"come back later\"}'\nexit 1\n",
 		"opt/cni/bin/crashes": "#!/bin/sh\necho 'out of sorts' >&2\nexit 3\n",
-	}
-	for name, content := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(content), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, dir := range []string{"bin", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, dir), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), busybox, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for link, target := range map[string]string{"bin/sh": "busybox", "opt/cni/bin/probe": "/usr/lib/cni/probe"} {
-		if err := os.Symlink(target, filepath.Join(root, link)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return root
+	}, map[string]string{"opt/cni/bin/probe": "/usr/lib/cni/probe"})
 }
 
 func list(t *testing.T, plugin string) *libcni.NetworkConfigList {

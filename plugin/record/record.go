@@ -178,10 +178,9 @@ func (s *Store) Save(r *Record) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
-	r.Version = FormatVersion
-	data, err := json.Marshal(r)
+	data, err := marshal(r)
 	if err != nil {
-		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+		return err
 	}
 	_ = os.Remove(s.resultsPath(r.ContainerID)) // results of an earlier record
 	_ = os.Remove(s.tombstonePath(r.ContainerID))
@@ -269,10 +268,24 @@ func (s *Store) MarkFailed(r *Record, op string, cause error, now time.Time) err
 	f.Error, f.Last = cause.Error(), now
 	f.Attempts++
 	r.Failed = f
+	return s.writeWhole(r)
+}
+
+// marshal stamps r with the current format version and encodes it.
+func marshal(r *Record) ([]byte, error) {
 	r.Version = FormatVersion
 	data, err := json.Marshal(r)
 	if err != nil {
-		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+		return nil, fmt.Errorf("record %s: %w", r.ContainerID, err)
+	}
+	return data, nil
+}
+
+// writeWhole replaces r's saved file by r, durably (see writeFile).
+func (s *Store) writeWhole(r *Record) error {
+	data, err := marshal(r)
+	if err != nil {
+		return err
 	}
 	if err := writeFile(s.path(r.ContainerID), data, 0o600, true); err != nil {
 		return fmt.Errorf("record %s: %w", r.ContainerID, err)
@@ -348,13 +361,8 @@ func (s *Store) Rewrite(r *Record) error {
 	if err := CheckContainerID(r.ContainerID); err != nil {
 		return err
 	}
-	r.Version = FormatVersion
-	data, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("record %s: %w", r.ContainerID, err)
-	}
-	if err := writeFile(s.path(r.ContainerID), data, 0o600, true); err != nil {
-		return fmt.Errorf("record %s: %w", r.ContainerID, err)
+	if err := s.writeWhole(r); err != nil {
+		return err
 	}
 	if err := os.Remove(s.resultsPath(r.ContainerID)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("record %s: results: %w", r.ContainerID, err)
@@ -543,10 +551,12 @@ func write(path string, r io.Reader, perm os.FileMode, syncFile, syncDirectory b
 	if !syncDirectory {
 		return nil
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-func syncDir(dir string) error {
+// SyncDir makes dir's entries durable: a rename into it or a removal from
+// it survives a crash once SyncDir returns.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

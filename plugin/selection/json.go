@@ -19,19 +19,9 @@ func parseJSON(value, podNamespace string) ([]Selection, error) {
 	if len(raws) == 0 {
 		return nil, nil
 	}
-	out := make([]Selection, 0, len(raws))
-	for i, raw := range raws {
-		s, err := decodeElement(raw, podNamespace)
-		if err != nil {
-			err.Index = i
-			return nil, err
-		}
-		if err := complete(&s, i, podNamespace); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return parseItems(raws, podNamespace, func(raw json.RawMessage) (Selection, *Error) {
+		return decodeElement(raw, podNamespace)
+	})
 }
 
 // decodeElement decodes one list element. Unknown fields are ignored: the

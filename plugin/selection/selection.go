@@ -76,6 +76,24 @@ func Parse(value, podNamespace string) ([]Selection, error) {
 	return parseShort(v, podNamespace)
 }
 
+// parseItems reads the items of either form with parse and completes each
+// (complete); the first bad item is the error, with its index.
+func parseItems[T any](items []T, podNamespace string, parse func(T) (Selection, *Error)) ([]Selection, error) {
+	out := make([]Selection, 0, len(items))
+	for i, item := range items {
+		s, err := parse(item)
+		if err != nil {
+			err.Index = i
+			return nil, err
+		}
+		if err := complete(&s, i, podNamespace); err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 // complete fills the pod's namespace and validates s, so that both forms go
 // through exactly the same checks.
 func complete(s *Selection, index int, podNamespace string) error {

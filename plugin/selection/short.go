@@ -7,20 +7,7 @@ import (
 
 // parseShort parses the comma-separated form `name, ns/name, name@ifname`.
 func parseShort(value, podNamespace string) ([]Selection, error) {
-	items := strings.Split(value, ",")
-	out := make([]Selection, 0, len(items))
-	for i, item := range items {
-		s, err := parseShortItem(item)
-		if err != nil {
-			err.Index = i
-			return nil, err
-		}
-		if err := complete(&s, i, podNamespace); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
+	return parseItems(strings.Split(value, ","), podNamespace, parseShortItem)
 }
 
 // parseShortItem splits one `[ns/]name[@ifname]` item. '@' is split first

@@ -1,4 +1,4 @@
-package daemon
+package settings
 
 import (
 	"bytes"
@@ -13,11 +13,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// DaemonSettings are the names of plexus-daemon's settings: its flags,
+// DaemonNames are the names of plexus-daemon's settings: its flags,
 // zap's logging flags included (cmd's TestDaemonSettingsAreTheDaemonsFlags
 // keeps the list equal to them). plexus-webhook reads the same settings
-// file and ignores these, but for PodPolicySettings.
-var DaemonSettings = []string{
+// file and ignores these, but for PodPolicyNames.
+var DaemonNames = []string{
 	"added-interface-events", "cni-bin-dir", "cni-conf-dir", "config", "default-network", "default-network-namespace",
 	"default-networks", "delegate-api-socket", "global-namespaces", "health-probe-bind-address", "host-prefix", "hotplug",
 	"kubeconfig", "metrics-bind-address", "multus-cache-dir", "namespace-isolation", "node-name", "node-path",
@@ -26,17 +26,17 @@ var DaemonSettings = []string{
 	"zap-devel", "zap-encoder", "zap-log-level", "zap-stacktrace-level", "zap-time-encoding",
 }
 
-// PodPolicySettings are the daemon's settings that decide what a pod may
+// PodPolicyNames are the daemon's settings that decide what a pod may
 // ask for (plugin.PodPolicy): plexus-webhook applies them from the shared
 // settings file too, so that it refuses what the nodes would.
-var PodPolicySettings = []string{
+var PodPolicyNames = []string{
 	"default-network-namespace", "default-networks", "global-namespaces", "namespace-isolation", "system-namespaces",
 }
 
-// WebhookSettings are the names of plexus-webhook's own settings, which
+// WebhookNames are the names of plexus-webhook's own settings, which
 // the daemon ignores in the shared settings file (cmd/webhook's tests keep
 // the list equal to its flags that the daemon lacks).
-var WebhookSettings = []string{
+var WebhookNames = []string{
 	"cert-dir", "cert-secret", "certificates", "port", "service-name", "webhook-configuration",
 }
 

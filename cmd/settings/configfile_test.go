@@ -1,4 +1,4 @@
-package daemon_test
+package settings_test
 
 import (
 	"flag"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/plexus-cni/plexus/cmd/daemon"
+	"github.com/plexus-cni/plexus/cmd/settings"
 )
 
 // testFlags is a flag set shaped like the daemon's.
@@ -53,7 +53,7 @@ zap-log-level: 3
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path, nil); err != nil {
+	if err := settings.ApplyConfigFile(f.fs, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.network != "cbr0" || f.isolate || f.globals != "default,shared-networks" || f.timeout != 45*time.Second || f.logLevel != "3" {
@@ -68,7 +68,7 @@ func TestCommandLineWinsOverConfigFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path, nil); err != nil {
+	if err := settings.ApplyConfigFile(f.fs, path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.logLevel != "error" || f.isolate {
@@ -81,7 +81,7 @@ func TestEmptyConfigFileChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, writeConfig(t, "# nothing set\n"), nil); err != nil {
+	if err := settings.ApplyConfigFile(f.fs, writeConfig(t, "# nothing set\n"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if f.globals != "default" || !f.isolate {
@@ -104,14 +104,14 @@ func TestBadConfigFileNamesTheSetting(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = daemon.ApplyConfigFile(f.fs, path, nil)
+			err = settings.ApplyConfigFile(f.fs, path, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), path) {
 				t.Errorf("error %v, want one naming %s and saying %q", err, path, tc.want)
 			}
 		})
 	}
 	f, _ := newTestFlags()
-	if err := daemon.ApplyConfigFile(f.fs, filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil {
+	if err := settings.ApplyConfigFile(f.fs, filepath.Join(t.TempDir(), "missing.yaml"), nil); err == nil {
 		t.Error("a missing config file gave no error")
 	}
 }
@@ -125,13 +125,13 @@ func TestConfigFileSkipsTheOtherBinarysSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path, []string{"port", "cert-dir", "zap-log-level"}); err != nil {
+	if err := settings.ApplyConfigFile(f.fs, path, []string{"port", "cert-dir", "zap-log-level"}); err != nil {
 		t.Fatal(err)
 	}
 	if f.logLevel != "info" || f.isolate {
 		t.Errorf("log level %q (want the default: ignored), isolation %t (want the file's false)", f.logLevel, f.isolate)
 	}
-	if err := daemon.ApplyConfigFile(f.fs, path, []string{"port"}); err == nil || !strings.Contains(err.Error(), `unknown setting "cert-dir"`) {
+	if err := settings.ApplyConfigFile(f.fs, path, []string{"port"}); err == nil || !strings.Contains(err.Error(), `unknown setting "cert-dir"`) {
 		t.Errorf("a setting neither binary has: %v", err)
 	}
 }
