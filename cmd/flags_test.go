@@ -1,10 +1,15 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/plexus-cni/plexus/cmd/settings"
 	"github.com/plexus-cni/plexus/hack/flagsdoc"
@@ -43,4 +48,22 @@ func TestConfigurationPageListsTheDaemonsFlags(t *testing.T) {
 	bindFlags(fs)
 	flagsdoc.Check(t, filepath.Join(plugintest.RepoRoot(t), "docs", "configuration.md"), "plexus-daemon",
 		flagsdoc.Table(fs, map[string]string{"node-name": "`$NODE_NAME`", "shim-source": "`plexus` beside the daemon binary"}))
+}
+
+// Error lines carry no stack trace unless asked for: a delegate refusing
+// an ADD is an error line, not a bug of the daemon.
+func TestErrorLinesCarryNoStackTraceByDefault(t *testing.T) {
+	for _, args := range [][]string{nil, {"--zap-stacktrace-level=error"}} {
+		fs := flag.NewFlagSet("plexus-daemon", flag.ContinueOnError)
+		f := bindFlags(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		zap.New(zap.UseFlagOptions(&f.zap), zap.WriteTo(&out)).Error(errors.New("plugin type=\"macvlan\" failed (add)"), "CNI call failed")
+		got, want := strings.Contains(out.String(), `"stacktrace"`), len(args) > 0
+		if got != want {
+			t.Errorf("%q: stack trace %t, want %t:\n%s", args, got, want, out.String())
+		}
+	}
 }

@@ -96,8 +96,12 @@ func bindFlags(fs *flag.FlagSet) *flags {
 			"delegate-api (the dynamic networks controller, through plexus's delegate API), or off")
 	fs.StringVar(&o.MetricsAddr, "metrics-bind-address", o.MetricsAddr, "Prometheus metrics address (plexus_cni_operation_duration_seconds and controller-runtime's); 0 disables")
 	fs.StringVar(&o.ProbeAddr, "health-probe-bind-address", o.ProbeAddr, "address of /healthz (liveness) and /readyz (ready once the shim socket serves, the node's conflist and shim are in place and the caches are synced)")
-	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	// No stack trace on error lines by default: an error line says what
+	// failed and for whom (a delegate's refusal is not a bug of the
+	// daemon); --zap-stacktrace-level=error brings them back.
+	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder, StacktraceLevel: zapcore.PanicLevel}
 	f.zap.BindFlags(fs)
+	fs.Lookup("zap-stacktrace-level").Usage = "the level at and above which log lines carry a stack trace (info, error or panic; panic when unset)"
 	fs.Lookup("zap-log-level").Usage = logLevels
 	return f
 }

@@ -74,8 +74,12 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.o.ProbeAddr, "health-probe-bind-address", f.o.ProbeAddr,
 		"address of /healthz and /readyz (ready once the certificates are in place and the webhook serves)")
 	fs.StringVar(&f.o.MetricsAddr, "metrics-bind-address", f.o.MetricsAddr, "metrics address; 0 disables")
-	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder}
+	// No stack trace on error lines by default: an error line says what
+	// failed and for whom (a delegate's refusal is not a bug of the
+	// webhook); --zap-stacktrace-level=error brings them back.
+	f.zap = zap.Options{Development: false, TimeEncoder: zapcore.RFC3339NanoTimeEncoder, StacktraceLevel: zapcore.PanicLevel}
 	f.zap.BindFlags(fs)
+	fs.Lookup("zap-stacktrace-level").Usage = "the level at and above which log lines carry a stack trace (info, error or panic; panic when unset)"
 	fs.Lookup("zap-log-level").Usage = logLevels
 	return f
 }
