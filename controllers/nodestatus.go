@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -149,10 +151,12 @@ const (
 
 // Stopped sets the node's Ready condition False with reason and message as
 // the daemon stops, so that a node whose daemon is gone never reads as
-// serving; no reconcile writes after it. It reads live (the cache has
-// stopped) and retries on conflict; a node without a status is left so;
-// an uninstall may have revoked the daemon's credentials already, so a
-// refusal is logged, not returned.
+// serving; no reconcile writes after it. When the conflist is gone (an
+// uninstall removed it), ConfigWritten turns False with the same reason, so
+// no condition still names a file the node no longer has. It reads live
+// (the cache has stopped) and retries on conflict; a node without a status
+// is left so; an uninstall may have revoked the daemon's credentials
+// already, so a refusal is logged, not returned.
 func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) {
 	r.stopped.Store(true)
 	if r.writing != nil {
@@ -172,6 +176,11 @@ func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) 
 		}
 		meta.SetStatusCondition(&nns.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reason, Message: r.HostPaths.Show(message)})
+		conflist := r.Node.ConfDir + "/" + ConfigFileName
+		if _, err := os.Stat(conflist); errors.Is(err, fs.ErrNotExist) {
+			meta.SetStatusCondition(&nns.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionConfigWritten, Status: metav1.ConditionFalse,
+				Reason: reason, Message: r.HostPaths.Show(conflist + " was removed as the daemon stopped")})
+		}
 		return r.Client.Status().Update(ctx, nns)
 	})
 	if err != nil && !apierrors.IsNotFound(err) {

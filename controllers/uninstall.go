@@ -109,7 +109,7 @@ func (o *Owner) Uninstalled(ctx context.Context) (bool, string) {
 		node := &corev1.Node{}
 		if err := o.Reader.Get(ctx, types.NamespacedName{Name: o.NodeName}, node); err == nil &&
 			!labels.SelectorFromSet(sel).Matches(labels.Set(node.Labels)) {
-			return true, fmt.Sprintf("node %s no longer matches DaemonSet %s's nodeSelector %v", o.NodeName, name, sel)
+			return true, fmt.Sprintf("node %s no longer matches DaemonSet %s's nodeSelector %s", o.NodeName, name, labels.Set(sel))
 		}
 	}
 	return false, fmt.Sprintf("DaemonSet %s is still installed", name)

@@ -65,6 +65,16 @@ func (f *fixture) readyAs(status metav1.ConditionStatus, reason, text string) {
 	}
 }
 
+// configRemoved requires the node's ConfigWritten condition to say the
+// conflist is gone, as it is: not True, reason ReasonUninstalled.
+func (f *fixture) configRemoved() {
+	f.t.Helper()
+	c := f.condition(v1alpha1.ConditionConfigWritten)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != controllers.ReasonUninstalled || !strings.Contains(c.Message, "was removed") {
+		f.t.Errorf("ConfigWritten condition %+v, want False %s: the conflist was removed", c, controllers.ReasonUninstalled)
+	}
+}
+
 // serving waits for the node's Ready condition to be True.
 func (f *fixture) serving() {
 	f.t.Helper()
@@ -101,6 +111,9 @@ func TestUninstallRemovesTheNodeConflistARestartKeepsIt(t *testing.T) {
 
 	f.stopDaemon()
 	f.requireFile(f.conflist(), true)
+	if c := f.condition(v1alpha1.ConditionConfigWritten); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("ConfigWritten condition %+v after a restart, want True: the conflist stays", c)
+	}
 	// A node whose daemon is gone never reads as serving.
 	f.readyAs(metav1.ConditionFalse, controllers.ReasonDaemonStopped, "00-plexus.conflist stays for the next daemon")
 
@@ -114,6 +127,7 @@ func TestUninstallRemovesTheNodeConflistARestartKeepsIt(t *testing.T) {
 	f.stopDaemon()
 	f.requireFile(f.conflist(), false)
 	f.readyAs(metav1.ConditionFalse, controllers.ReasonUninstalled, "00-plexus.conflist was removed, so new pods get the node's default network alone")
+	f.configRemoved()
 	if after, err := os.ReadFile(defaultConf); err != nil || string(after) != string(before) {
 		t.Errorf("the default network's config changed: %v\n%s", err, after)
 	}
@@ -174,7 +188,9 @@ func TestNodeOutOfTheNodeSelectorRemovesTheNodeConflist(t *testing.T) {
 	label("false")
 	f.stopDaemon()
 	f.requireFile(f.conflist(), false)
-	f.readyAs(metav1.ConditionFalse, controllers.ReasonUninstalled, "no longer matches DaemonSet")
+	// The selector as a user writes it, not Go's map syntax.
+	f.readyAs(metav1.ConditionFalse, controllers.ReasonUninstalled, "no longer matches DaemonSet "+daemonNamespace+"/plexus's nodeSelector plexus.cni.dev/enabled=true")
+	f.configRemoved()
 }
 
 // Without its pod's name the daemon cannot tell, and keeps the conflist.

@@ -169,7 +169,10 @@ func (o Options) add(files map[string][]byte, v Variant, docs map[string][]strin
 		files[filepath.Join(dir, "kustomization.yaml")] = kustomization("# "+c.About+"\n", tmpls, "")
 	}
 	images := fmt.Sprintf("images:\n- name: %s\n  newName: %s\n  newTag: dev\n", o.Image, o.Image)
-	about := "# " + v.About + "\n# Pick the image, in a copy of this directory:\n#   kustomize edit set image " + o.Image + "=REGISTRY/plexus:TAG\n"
+	// A copy of the directory elsewhere loses its ../ resources: the image
+	// is set in an overlay that lists this directory.
+	about := "# " + v.About + "\n# Pick the image in an overlay, a directory of your own listing this one:\n" +
+		"#   kustomize create --resources <path to this directory>\n#   kustomize edit set image " + o.Image + "=REGISTRY/plexus:TAG\n"
 	files[filepath.Join(v.Dir, "kustomization.yaml")] = kustomization(about, resources, images)
 	return nil
 }
