@@ -393,7 +393,7 @@ func TestBadRequestsFailBeforeAnythingIsCreated(t *testing.T) {
 		name, annotation string
 		want             []string
 	}{
-		{"missing definition", "nope", []string{"pod team/web", "network team/nope not found"}},
+		{"missing definition", "nope", []string{"pod team/web", "network team/nope not found", `create NetworkAttachmentDefinition nope in namespace "team"`}},
 		{"portMappings without capability", `[{"name":"hl-net","portMappings":[{"containerPort":80,"hostPort":8080}]}]`,
 			[]string{"team/hl-net", `field "portMappings"`, "delegate macvlan", "CNI_ARGS cannot carry it", `"type": "portmap"`}},
 		{"bandwidth without capability", `[{"name":"hl-net","bandwidth":{"egressRate":1000}}]`,

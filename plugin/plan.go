@@ -227,7 +227,9 @@ func (e *Engine) lookup(ctx context.Context, pod *Pod, key k8stypes.NamespacedNa
 	nad, err := e.Networks.Network(ctx, key)
 	if errors.Is(err, ErrNetworkNotFound) {
 		e.noNetworkFound(pod, key)
-		return nil, "", &networkError{network: key.String(), err: planError(pod, "network %s not found", key)}
+		return nil, "", &networkError{network: key.String(), err: planError(pod,
+			"network %s not found: create NetworkAttachmentDefinition %s in namespace %q, or correct the pod's network selection; "+
+				"kubelet's next retry of the sandbox then attaches it", key, key.Name, key.Namespace)}
 	}
 	if err != nil {
 		return nil, "", &networkError{network: key.String(), err: types.NewError(types.ErrTryAgainLater, fmt.Sprintf("pod %s/%s: network %s: %v", pod.Namespace, pod.Name, key, err), "")}
