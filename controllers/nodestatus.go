@@ -58,6 +58,10 @@ type StatusReconciler struct {
 	Serving func() error
 	// HostPaths shows the paths in the status as the node sees them.
 	HostPaths HostPaths
+	// Heartbeat is how often, at the least, status.lastHeartbeatTime is
+	// refreshed while nothing else changes; v1alpha1.HeartbeatPeriod when
+	// zero.
+	Heartbeat time.Duration
 
 	trigger chan event.GenericEvent
 	// writing is held by whoever writes the status, Reconcile or
@@ -130,14 +134,38 @@ func (r *StatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	}
 	next := nns.DeepCopy()
 	r.fill(&next.Status)
-	if !equality.Semantic.DeepEqual(nns.Status, next.Status) {
+	now := time.Now()
+	if r.heartbeatDue(next.Status.LastHeartbeatTime, now) || !equality.Semantic.DeepEqual(nns.Status, next.Status) {
+		next.Status.LastHeartbeatTime = heartbeat(now)
 		if err := r.Client.Status().Update(ctx, next); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	r.reportRestore(next)
 	r.reportForeign(next)
-	return ctrl.Result{RequeueAfter: statusResync}, nil
+	// Back when the next heartbeat is due, but not sooner than a second
+	// (heartbeats are whole seconds) nor later than the resync.
+	return ctrl.Result{RequeueAfter: min(statusResync, max(time.Second, time.Until(next.Status.LastHeartbeatTime.Add(r.heartbeatPeriod()))))}, nil
+}
+
+func (r *StatusReconciler) heartbeatPeriod() time.Duration {
+	if r.Heartbeat > 0 {
+		return r.Heartbeat
+	}
+	return v1alpha1.HeartbeatPeriod
+}
+
+// heartbeatDue says whether the last heartbeat is a period old, or more.
+// A heartbeat from the future (the node's clock set back) is due too.
+func (r *StatusReconciler) heartbeatDue(last *metav1.Time, now time.Time) bool {
+	return last == nil || now.Sub(last.Time) >= r.heartbeatPeriod() || last.After(now.Add(time.Second))
+}
+
+// heartbeat is a lastHeartbeatTime: whole seconds, as the API server
+// keeps times.
+func heartbeat(now time.Time) *metav1.Time {
+	t := metav1.NewTime(now.Truncate(time.Second))
+	return &t
 }
 
 // Reasons of the Ready condition a stopping daemon leaves on its node's
@@ -176,6 +204,7 @@ func (r *StatusReconciler) Stopped(ctx context.Context, reason, message string) 
 		}
 		meta.SetStatusCondition(&nns.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse,
 			Reason: reason, Message: r.HostPaths.Show(message)})
+		nns.Status.LastHeartbeatTime = heartbeat(time.Now())
 		conflist := r.Node.ConfDir + "/" + ConfigFileName
 		if _, err := os.Stat(conflist); errors.Is(err, fs.ErrNotExist) {
 			meta.SetStatusCondition(&nns.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionConfigWritten, Status: metav1.ConditionFalse,

@@ -293,6 +293,10 @@ func waitNodeConfigured(ctx context.Context, since time.Time) {
 		g.Expect(nns.Status.ConfigWritten).NotTo(BeNil())
 		g.Expect(nns.Status.ConfigWritten.Time).To(BeTemporally(">=", since.Truncate(time.Second)),
 			"the conflist was last written %s, before %s", nns.Status.ConfigWritten, since)
+		// A serving daemon's heartbeat is at most a period old (and a second
+		// of truncation).
+		g.Expect(nns.Status.LastHeartbeatTime).NotTo(BeNil())
+		g.Expect(nns.Status.LastHeartbeatTime.Time).To(BeTemporally("~", time.Now(), v1alpha1.HeartbeatPeriod+2*time.Second))
 	}).WithContext(ctx).WithTimeout(2 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
 	waitDaemonReady(ctx)
 }

@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -189,6 +191,15 @@ type NodeNetworkStatusStatus struct {
 	// +listType=set
 	Plugins []string `json:"plugins,omitempty"`
 
+	// LastHeartbeatTime is when the node's daemon last confirmed this
+	// status: at each change, and at least every HeartbeatPeriod (one
+	// minute) while it runs. A heartbeat older than two periods means no
+	// daemon serves the node (killed, crash-looping, or uninstalled after
+	// its RBAC went): the rest of the status is the last it wrote, Ready
+	// included. Empty on daemons older than the field.
+	// +optional
+	LastHeartbeatTime *metav1.Time `json:"lastHeartbeatTime,omitempty"`
+
 	// Conditions: Ready, DefaultNetworkFound, ConfigWritten, ShimInstalled,
 	// ConfigFirst (False names a config the runtime reads instead of
 	// plexus's: a meta-plugin still installed, a leftover not set aside,
@@ -202,6 +213,10 @@ type NodeNetworkStatusStatus struct {
 	// +listMapKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
+
+// HeartbeatPeriod is how often, at the least, a running daemon refreshes
+// its node's NodeNetworkStatus.status.lastHeartbeatTime.
+const HeartbeatPeriod = time.Minute
 
 // NodeNetworkStatus is what one node's plexus daemon sees: its default
 // network, the network definitions it can and cannot attach, and the
@@ -218,6 +233,7 @@ type NodeNetworkStatusStatus struct {
 // +kubebuilder:printcolumn:name="Attachments",type=integer,JSONPath=`.status.attachments`
 // +kubebuilder:printcolumn:name="Bypassed",type=integer,JSONPath=`.status.bypassedPods`,priority=1
 // +kubebuilder:printcolumn:name="Teardowns Pending",type=integer,JSONPath=`.status.teardownsPending`,priority=1
+// +kubebuilder:printcolumn:name="Heartbeat",type=date,JSONPath=`.status.lastHeartbeatTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type NodeNetworkStatus struct {
 	metav1.TypeMeta   `json:",inline"`

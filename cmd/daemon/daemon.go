@@ -108,6 +108,10 @@ type Options struct {
 	// that ask for networks but that plexus never attached (see
 	// controllers.BypassedPods); they are checked at start too.
 	BypassCheckEvery time.Duration
+	// StatusHeartbeat is how often, at the least, the node's
+	// NodeNetworkStatus shows the daemon alive (v1alpha1.HeartbeatPeriod
+	// when zero; tests shorten it).
+	StatusHeartbeat time.Duration
 	// HotplugMode says who acts when a running pod's networks annotation
 	// changes (--hotplug, chart value hotplug.mode): controllers.HotplugBuiltin
 	// (the default; the daemon's own controller), HotplugDelegateAPI (the
@@ -317,7 +321,7 @@ func New(cfg *rest.Config, o Options) (*Daemon, error) {
 	server := &cniserver.Server{Engine: engine, Socket: o.SocketPath, Timeout: o.OperationTimeout}
 	recorder := mgr.GetEventRecorderFor("plexus")
 	nodeStatus := &controllers.StatusReconciler{Client: mgr.GetClient(), Live: mgr.GetAPIReader(), NodeName: o.NodeName, Records: store,
-		Recorder: recorder, Serving: func() error { return server.Ready(nil) }}
+		Recorder: recorder, Serving: func() error { return server.Ready(nil) }, Heartbeat: o.StatusHeartbeat}
 	// Reads the pod cache, which holds this node's pods only.
 	bypassed := &controllers.BypassedPods{Pods: mgr.GetCache(), NodeName: o.NodeName, Records: store, Recorder: recorder,
 		Every: o.BypassCheckEvery, OnChange: nodeStatus.Poke}
