@@ -185,7 +185,7 @@ func TestStatusCRD(t *testing.T) {
 			columns = append(columns, c.Name)
 		}
 	}
-	want := []string{"Node", "Default Network", "Ready", "Networks", "Attachments", "Age"}
+	want := []string{"Node", "Default Network", "Ready", "Networks", "Attachments", "Heartbeat", "Age"}
 	if !slices.Equal(columns, want) {
 		t.Errorf("printer columns %q, want %q", columns, want)
 	}
